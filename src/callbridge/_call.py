@@ -1,0 +1,414 @@
+"""One phone call: Twilio Media Streams <-> a realtime model, in one nursery.
+
+Tasks (all in the call's nursery, none outlives it):
+
+    Twilio reader ──caller audio──▶ model writer ──▶ model socket
+    model reader  ──model audio───▶ playout      ──▶ Twilio socket
+
+* Twilio reader: decodes frames; caller audio goes to a drop-oldest buffer (it must
+  never block, so marks and `stop` are handled even while the model side stalls);
+  mark echoes update the playback state.
+* Model writer: opens the model connection as soon as the call starts, in parallel
+  with waiting for Twilio's `start`; sends `session.update` first, then the caller
+  audio buffered so far, in order, then live audio.
+* Model reader: handles server events. Audio deltas go to the playout channel
+  (bounded; when full the model reader waits: the model is read no faster than
+  Twilio takes audio). `speech_started` triggers barge-in.
+* Playout: the only task that sends audio to Twilio, one `media` + `mark` per chunk.
+  It runs under a cancel scope: barge-in cancels it (dropping whatever it had not
+  sent yet), sends `clear`, and starts a fresh one with a fresh channel.
+
+Teardown: Twilio's `stop` ends the model side at once, then we wait (bounded) for
+Twilio to close its socket rather than closing it ourselves: closing while the
+client's close is in flight is what crashes hypercorn's trio worker. When the model
+side ends first, we close the Twilio socket so Twilio runs the next TwiML verb.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import trio
+
+from . import codec
+from . import realtime as rt
+from . import twilio as tw
+from ._errors import RemoteProtocolError
+from ._playback import Playback
+from ._sockets import MessageSocket, SocketClosed, as_message_socket
+from .agent import Agent
+from .backend import ModelConnectError, OpenAIRealtime, RealtimeBackend, RealtimeConnection
+
+__all__ = ["CallEvent", "CallLimits", "CallResult", "CallStats", "run_call"]
+
+log = logging.getLogger("callbridge.call")
+
+
+@attrs.frozen(kw_only=True)
+class CallLimits:
+    """Buffer sizes and timeouts of one call (the defaults suit phone calls)."""
+
+    #: caller audio frames kept while the model is connecting or stalled (20 ms each);
+    #: when full the oldest frame is dropped and counted
+    caller_buffer_frames: int = 500
+    #: model audio chunks waiting for the Twilio socket; when full the model reader waits
+    playout_buffer_chunks: int = 256
+    #: Twilio must send `start` within this many seconds of the socket opening
+    start_timeout: float = 15.0
+    #: a single send to Twilio taking longer than this means the socket is dead
+    send_timeout: float = 10.0
+    #: after `stop`, how long to wait for Twilio to close its socket before we do
+    close_wait: float = 5.0
+
+
+@attrs.define
+class CallStats:
+    """Per-call counters; the seam for metrics and call records."""
+
+    frames_in: int = 0
+    frames_to_model: int = 0
+    frames_dropped: int = 0
+    chunks_out: int = 0
+    bytes_out: int = 0
+    marks_played: int = 0
+    marks_discarded: int = 0
+    barge_ins: int = 0
+    truncations: int = 0
+    stale_deltas: int = 0
+    model_errors: int = 0
+    protocol_errors: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class CallEvent:
+    """Something worth telling an observer (logs, timelines, metrics)."""
+
+    kind: str
+    at: float
+    data: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class CallResult:
+    """How a call ended: `reason` is one of `caller_hangup` (Twilio `stop`),
+    `twilio_closed` (socket closed without `stop`), `model_closed`, `model_error`,
+    `no_start`, `twilio_stalled`."""
+
+    reason: str
+    detail: str = ""
+    stream_sid: str | None = None
+    call_sid: str | None = None
+    custom_parameters: Mapping[str, str] = attrs.field(factory=dict)
+    stats: CallStats = attrs.field(factory=CallStats)
+
+
+class _CallerAudio:
+    """Caller audio on its way to the model. Policy when full: drop the oldest frame
+    and count it, so the Twilio reader never waits on the model."""
+
+    def __init__(self, capacity: int, stats: CallStats) -> None:
+        self._send, self.receive_channel = trio.open_memory_channel[str](capacity)
+        self._stats = stats
+
+    def push(self, payload: str) -> None:
+        try:
+            self._send.send_nowait(payload)
+        except trio.WouldBlock:
+            self.receive_channel.receive_nowait()
+            self._stats.frames_dropped += 1
+            self._send.send_nowait(payload)
+
+
+class _Call:
+    def __init__(
+        self,
+        socket: MessageSocket,
+        agent: Agent,
+        backend: RealtimeBackend,
+        limits: CallLimits,
+        on_event: Callable[[CallEvent], None] | None,
+    ) -> None:
+        self.twilio = socket
+        self.agent = agent
+        self.backend = backend
+        self.limits = limits
+        self.on_event = on_event
+        self.stats = CallStats()
+        self.playback = Playback(auto_cancel=agent.auto_cancel)
+        self.caller_audio = _CallerAudio(limits.caller_buffer_frames, self.stats)
+        self.start: tw.Start | None = None
+        self.started = trio.Event()
+        self.ended = trio.Event()
+        self.reason = ""
+        self.detail = ""
+        self.twilio_closed = trio.Event()
+        self.send_lock = trio.Lock()
+        self.model: RealtimeConnection | None = None
+        self.pumps: trio.Nursery | None = None
+        self.playout_scope: trio.CancelScope | None = None
+        self.playout_send: trio.MemorySendChannel[tuple[str, int, int, str]] | None = None
+
+    # --- bookkeeping -----------------------------------------------------------------
+
+    def emit(self, kind: str, **data: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(CallEvent(kind=kind, at=trio.current_time(), data=data))
+
+    def end(self, reason: str, detail: str = "") -> None:
+        if not self.ended.is_set():
+            self.reason, self.detail = reason, detail
+            self.ended.set()
+
+    @property
+    def stream_sid(self) -> str:
+        assert self.start is not None
+        return self.start.stream_sid
+
+    async def send_twilio(self, message: tw.Media | tw.Mark | tw.Clear) -> None:
+        """Send one message to Twilio; a send that hangs past `send_timeout` ends the call.
+        Shielded so a cancelled sender never leaves half a frame on the socket."""
+        text = codec.encode(message)
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + self.limits.send_timeout) as scope:
+            async with self.send_lock:
+                await self.twilio.send(text)
+        if scope.cancelled_caught:
+            self.end("twilio_stalled", f"a send took over {self.limits.send_timeout} s")
+            raise SocketClosed("send timed out")
+
+    # --- the call --------------------------------------------------------------------
+
+    async def run(self) -> CallResult:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.read_twilio)
+            async with trio.open_nursery() as pumps:
+                self.pumps = pumps
+                pumps.start_soon(self.run_model)
+                await self.restart_playout()
+                with trio.move_on_after(self.limits.start_timeout):
+                    await self.started.wait()
+                if not self.started.is_set():
+                    self.end("no_start", f"no `start` within {self.limits.start_timeout} s")
+                await self.ended.wait()
+                pumps.cancel_scope.cancel()
+            # The model connection is closed now. Who closes the Twilio socket?
+            if self.reason not in ("caller_hangup", "twilio_closed"):
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + 2):
+                    try:
+                        await self.twilio.aclose(1000)
+                    except Exception:  # already gone: nothing left to tell Twilio
+                        pass
+            with trio.move_on_after(self.limits.close_wait):
+                await self.twilio_closed.wait()
+            nursery.cancel_scope.cancel()
+        self.emit("end", reason=self.reason, detail=self.detail)
+        start = self.start
+        return CallResult(
+            reason=self.reason,
+            detail=self.detail,
+            stream_sid=start.stream_sid if start else None,
+            call_sid=start.call_sid if start else None,
+            custom_parameters=dict(start.custom_parameters) if start else {},
+            stats=self.stats,
+        )
+
+    async def read_twilio(self) -> None:
+        try:
+            while True:
+                text = await self.twilio.receive()
+                if text is None:
+                    self.end("twilio_closed")
+                    return
+                if isinstance(text, bytes):
+                    self.protocol_error("binary frame from Twilio")
+                    continue
+                try:
+                    message = codec.decode_twilio(text)
+                except RemoteProtocolError as exc:
+                    self.protocol_error(str(exc))
+                    continue
+                self.handle_twilio(message)
+        finally:
+            self.twilio_closed.set()
+
+    def protocol_error(self, detail: str) -> None:
+        self.stats.protocol_errors += 1
+        log.warning("bad message from Twilio: %s", detail)
+        self.emit("protocol_error", detail=detail)
+
+    def handle_twilio(self, message: tw.TwilioMessage) -> None:
+        if isinstance(message, tw.Media):
+            self.stats.frames_in += 1
+            self.caller_audio.push(message.payload)
+        elif isinstance(message, tw.Mark):
+            echo = self.playback.mark_echoed(message.name, trio.current_time())
+            if echo.outcome == "played":
+                self.stats.marks_played += 1
+            elif echo.outcome == "discarded":
+                self.stats.marks_discarded += 1
+        elif isinstance(message, tw.Start):
+            if self.start is None:
+                self.start = message
+                self.started.set()
+                self.emit("start", stream_sid=message.stream_sid, call_sid=message.call_sid,
+                          custom_parameters=dict(message.custom_parameters))
+        elif isinstance(message, tw.Stop):
+            self.end("caller_hangup")
+        elif isinstance(message, tw.Dtmf):
+            self.emit("dtmf", digit=message.digit)
+        elif isinstance(message, tw.UnknownTwilioMessage):
+            log.info("ignoring unknown Twilio event %r", message.event)
+        # Connected carries nothing we need; Clear never comes from Twilio.
+
+    # --- model side --------------------------------------------------------------------
+
+    async def run_model(self) -> None:
+        try:
+            async with self.backend.connect(self.agent.model) as model:
+                self.model = model
+                await model.send(self.agent.session_update())
+                first = self.agent.first_response()
+                if first is not None:
+                    await model.send(first)
+                self.emit("model_connected")
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self.write_model, model)
+                    await self.read_model(model)
+                    nursery.cancel_scope.cancel()
+        except* ModelConnectError as group:
+            self.end("model_error", str(group.exceptions[0]))
+        except* SocketClosed:
+            self.end("model_closed", "model socket closed while sending")
+
+    async def write_model(self, model: RealtimeConnection) -> None:
+        async for payload in self.caller_audio.receive_channel:
+            await model.send(rt.InputAudioBufferAppend(audio=payload))
+            self.stats.frames_to_model += 1
+
+    async def read_model(self, model: RealtimeConnection) -> None:
+        while True:
+            try:
+                event = await model.receive()
+            except RemoteProtocolError as exc:
+                self.stats.protocol_errors += 1
+                log.warning("bad message from the model: %s", exc)
+                continue
+            if event is None:
+                self.end("model_closed", "the model closed the connection")
+                return
+            await self.handle_model(model, event)
+
+    async def handle_model(self, model: RealtimeConnection, event: rt.ServerEvent) -> None:
+        if isinstance(event, rt.OutputAudioDelta):
+            size = tw.payload_size(event.delta)
+            end = self.playback.audio_delta(event.response_id, event.item_id, size)
+            if end is None:
+                self.stats.stale_deltas += 1
+                return
+            assert self.playout_send is not None
+            await self.playout_send.send((event.item_id, end - size, end, event.delta))
+        elif isinstance(event, rt.SpeechStarted):
+            self.emit("speech_started", audio_start_ms=event.audio_start_ms)
+            await self.barge_in(model)
+        elif isinstance(event, rt.ResponseCreated):
+            self.playback.response_created(event.response_id)
+            self.emit("response_created", response_id=event.response_id)
+        elif isinstance(event, rt.ResponseDone):
+            self.playback.response_done(event.response_id)
+            self.emit("response_done", response_id=event.response_id, status=event.status)
+        elif isinstance(event, rt.SpeechStopped):
+            self.emit("speech_stopped", audio_end_ms=event.audio_end_ms)
+        elif isinstance(event, rt.ErrorEvent):
+            self.stats.model_errors += 1
+            log.warning("model error %s: %s", event.error.code, event.error.message)
+            self.emit("model_error", code=event.error.code, message=event.error.message)
+        elif isinstance(event, rt.OutputAudioTranscriptDone):
+            self.emit("agent_transcript", item_id=event.item_id, text=event.transcript)
+        elif isinstance(event, rt.InputTranscriptionCompleted):
+            self.emit("caller_transcript", item_id=event.item_id, text=event.transcript)
+
+    async def barge_in(self, model: RealtimeConnection) -> None:
+        decision = self.playback.interrupt(trio.current_time())
+        await self.restart_playout()
+        if decision.clear:
+            try:
+                await self.send_twilio(tw.Clear(stream_sid=self.stream_sid))
+            except SocketClosed:
+                self.end("twilio_closed", "Twilio socket closed while sending")
+                return
+            self.emit("clear")
+        if decision.truncate is not None or decision.clear:
+            self.stats.barge_ins += 1
+        if decision.truncate is not None:
+            await model.send(decision.truncate)
+            self.stats.truncations += 1
+            self.emit("truncate", item_id=decision.truncate.item_id,
+                      audio_end_ms=decision.truncate.audio_end_ms)
+        if decision.cancel is not None:
+            await model.send(decision.cancel)
+            self.emit("cancel", response_id=decision.cancel.response_id)
+
+    # --- playout -----------------------------------------------------------------------
+
+    async def restart_playout(self) -> None:
+        """Cancel the current playout (its unsent audio goes with it) and start anew."""
+        if self.playout_scope is not None:
+            self.playout_scope.cancel()
+        if self.playout_send is not None:
+            await self.playout_send.aclose()
+        send, receive = trio.open_memory_channel[tuple[str, int, int, str]](
+            self.limits.playout_buffer_chunks
+        )
+        self.playout_send = send
+        assert self.pumps is not None
+        self.playout_scope = await self.pumps.start(self.playout, receive)
+
+    async def playout(
+        self,
+        receive: trio.MemoryReceiveChannel[tuple[str, int, int, str]],
+        task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        with trio.CancelScope() as scope, receive:
+            task_status.started(scope)
+            await self.started.wait()
+            async for item_id, start, end, payload in receive:
+                sid = self.stream_sid
+                mark = self.playback.mark_name(item_id, end)
+                try:
+                    await self.send_twilio(tw.Media(stream_sid=sid, payload=payload))
+                    await self.send_twilio(tw.Mark(stream_sid=sid, name=mark))
+                except SocketClosed:
+                    self.end("twilio_closed", "Twilio socket closed while sending")
+                    return
+                self.playback.sent(item_id, start, end, mark, trio.current_time())
+                self.stats.chunks_out += 1
+                self.stats.bytes_out += end - start
+
+
+async def run_call(
+    twilio_socket: Any,
+    *,
+    agent: Agent | None = None,
+    backend: RealtimeBackend | None = None,
+    limits: CallLimits | None = None,
+    on_event: Callable[[CallEvent], None] | None = None,
+) -> CallResult:
+    """Bridge one accepted Twilio Media Streams WebSocket to a realtime model.
+
+    `twilio_socket` is any WebSocket that sends and receives text: a trio-websocket
+    connection, or anything with `send(str)`, `receive() -> str | None` and
+    `aclose()` (see `callbridge.MessageSocket`). `backend` defaults to OpenAI's
+    Realtime API configured from the environment. Returns when the call is over,
+    with nothing left running; `on_event` sees what happens as it happens.
+    """
+    call = _Call(
+        as_message_socket(twilio_socket),
+        agent or Agent(),
+        backend or OpenAIRealtime.from_env(),
+        limits or CallLimits(),
+        on_event,
+    )
+    return await call.run()
+

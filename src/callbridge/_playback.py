@@ -1,0 +1,199 @@
+"""What the caller has heard, and what to do when they interrupt.
+
+Theory of operation
+-------------------
+The model streams assistant audio faster than real time; we forward it to Twilio
+at once and Twilio queues it and plays it in order at 8 bytes per millisecond.
+So for each assistant item there are three numbers, in bytes, always in this order:
+
+    heard  <=  sent  <=  produced
+
+`produced` counts the model's `response.output_audio.delta` bytes for the item,
+`sent` what we handed to Twilio, and `heard` what Twilio confirmed by echoing a
+mark. Every chunk we send is followed by a mark whose name carries
+`generation:byte_end:item_id`, so an echo says exactly how far playback got.
+
+Between echoes we estimate: Twilio plays the oldest unconfirmed segment from the
+moment the one before it was confirmed (or from when it was sent, if Twilio was
+idle then), so `heard` advances with elapsed time, capped at that segment's end:
+never past the next unconfirmed mark.
+
+On barge-in (`speech_started`) `interrupt()` decides, from that picture alone:
+
+* `clear` whenever anything sent is unconfirmed: audio may be queued at Twilio,
+  even if the model finished generating long ago;
+* `conversation.item.truncate` for the item being played, at what was heard,
+  clamped to what the model produced; skipped when nothing of it was heard or it
+  was heard to the end;
+* `response.cancel` only when a response is still generating and the session does
+  not cancel on speech by itself (`interrupt_response`);
+* a generation bump: marks echoed after `clear` carry the old generation, so they
+  count as discarded, not played; and the interrupted response's late deltas are
+  dropped until its `response.done`.
+
+Everything is synchronous and takes `now` (seconds, any monotonic clock) as an
+argument; the trio layer owns the clock and the sockets.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import attrs
+
+from . import realtime as rt
+from .twilio import BYTES_PER_MS
+
+__all__ = ["Interruption", "MarkEcho", "Playback"]
+
+
+@attrs.define
+class _Item:
+    response_id: str
+    produced: int = 0
+    heard: int = 0
+
+
+@attrs.frozen
+class _Segment:
+    item_id: str
+    start: int
+    end: int
+    mark: str
+    sent_at: float
+
+
+@attrs.frozen(kw_only=True)
+class Interruption:
+    """What one barge-in requires: send these, in this order (clear first)."""
+
+    clear: bool = False
+    truncate: rt.ConversationItemTruncate | None = None
+    cancel: rt.ResponseCancel | None = None
+    #: what the caller heard of the item being played, in ms (for logs and stats)
+    heard_ms: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class MarkEcho:
+    """How an echoed mark was read: `played`, `discarded` (stale generation) or `foreign`."""
+
+    outcome: str
+    item_id: str | None = None
+    heard_ms: int | None = None
+
+
+class Playback:
+    """Playback state of one call. See the module docstring for the rules."""
+
+    def __init__(self, *, auto_cancel: bool = True) -> None:
+        #: the session cancels an in-progress response on speech by itself
+        self.auto_cancel = auto_cancel
+        self.generation = 0
+        self._items: dict[str, _Item] = {}
+        self._last_item: str | None = None
+        self._queue: deque[_Segment] = deque()
+        # when the oldest unconfirmed segment started playing (None: nothing queued)
+        self._head_start: float | None = None
+        self._active: set[str] = set()
+        self._dropping: set[str] = set()
+
+    # --- model side ------------------------------------------------------------------
+
+    def response_created(self, response_id: str) -> None:
+        self._active.add(response_id)
+
+    def audio_delta(self, response_id: str, item_id: str, nbytes: int) -> int | None:
+        """Account for a delta. Returns the item's byte offset after it, or None when
+        the delta is stale (its response was interrupted) and must be dropped."""
+        if response_id in self._dropping:
+            return None
+        self._active.add(response_id)
+        item = self._items.get(item_id)
+        if item is None:
+            item = self._items[item_id] = _Item(response_id)
+        item.produced += nbytes
+        self._last_item = item_id
+        return item.produced
+
+    def response_done(self, response_id: str) -> None:
+        self._active.discard(response_id)
+        self._dropping.discard(response_id)
+
+    # --- Twilio side -----------------------------------------------------------------
+
+    def mark_name(self, item_id: str, end: int) -> str:
+        return f"{self.generation}:{end}:{item_id}"
+
+    def sent(self, item_id: str, start: int, end: int, mark: str, now: float) -> None:
+        """Audio bytes [start, end) of `item_id` went to Twilio, followed by `mark`."""
+        if not self._queue:
+            self._head_start = now
+        self._queue.append(_Segment(item_id, start, end, mark, now))
+
+    def mark_echoed(self, name: str, now: float) -> MarkEcho:
+        gen, _, rest = name.partition(":")
+        if not gen.isdigit() or int(gen) != self.generation:
+            outcome = "discarded" if gen.isdigit() and int(gen) < self.generation else "foreign"
+            return MarkEcho(outcome=outcome)
+        if not any(seg.mark == name for seg in self._queue):
+            return MarkEcho(outcome="foreign")
+        # Twilio plays in order, so an echo confirms every segment before it too.
+        while True:
+            seg = self._queue.popleft()
+            item = self._items.get(seg.item_id)
+            if item is not None:
+                item.heard = max(item.heard, seg.end)
+            if seg.mark == name:
+                break
+        self._head_start = max(now, self._queue[0].sent_at) if self._queue else None
+        return MarkEcho(outcome="played", item_id=seg.item_id, heard_ms=seg.end // BYTES_PER_MS)
+
+    @property
+    def outstanding(self) -> bool:
+        """Audio was sent that Twilio has not confirmed: it may still be playing."""
+        return bool(self._queue)
+
+    def heard(self, now: float) -> tuple[str, int] | None:
+        """(item id, bytes heard) for the item playing now, or the last item if
+        everything sent has been confirmed; None before any audio."""
+        if self._queue:
+            seg = self._queue[0]
+            assert self._head_start is not None
+            elapsed = round(max(0.0, now - self._head_start) * 1000 * BYTES_PER_MS)
+            return seg.item_id, min(seg.end, seg.start + elapsed)
+        if self._last_item is not None:
+            return self._last_item, self._items[self._last_item].heard
+        return None
+
+    # --- barge-in --------------------------------------------------------------------
+
+    def interrupt(self, now: float) -> Interruption:
+        """The caller started speaking: decide what to send, and forget what was queued."""
+        truncate = None
+        heard_ms = None
+        position = self.heard(now)
+        if position is not None:
+            item_id, heard = position
+            item = self._items[item_id]
+            produced_ms = item.produced // BYTES_PER_MS
+            heard_ms = min(heard // BYTES_PER_MS, produced_ms)
+            still_generating = item.response_id in self._active
+            if heard_ms > 0 and (heard_ms < produced_ms or still_generating):
+                truncate = rt.ConversationItemTruncate(item_id=item_id, audio_end_ms=heard_ms)
+        cancel = None
+        # At most one response writes to the conversation at a time.
+        for response_id in sorted(self._active):
+            if not self.auto_cancel:
+                cancel = rt.ResponseCancel(response_id=response_id)
+        self._dropping |= self._active
+        self._active.clear()
+        result = Interruption(
+            clear=self.outstanding, truncate=truncate, cancel=cancel, heard_ms=heard_ms
+        )
+        self.generation += 1
+        self._queue.clear()
+        self._head_start = None
+        self._items.clear()
+        self._last_item = None
+        return result

@@ -1,0 +1,160 @@
+"""Text-message sockets: the one interface the call logic sees for either peer.
+
+`run_call` accepts any WebSocket that can send and receive text; `as_message_socket`
+wraps trio-websocket connections and raw ASGI (receive, send) pairs, and anything
+that already has `send` / `receive` / `aclose` is used as it is. Closing is spelled
+one way everywhere: `receive()` returns None once the peer has closed, and `send()`
+on a closed socket raises `SocketClosed`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Protocol, runtime_checkable
+
+import trio
+
+__all__ = [
+    "AsgiSocket",
+    "MemorySocket",
+    "MessageSocket",
+    "SocketClosed",
+    "TrioWebSocket",
+    "as_message_socket",
+    "memory_socket_pair",
+]
+
+
+class SocketClosed(Exception):
+    """Sending failed because the socket is closed (by either side)."""
+
+
+@runtime_checkable
+class MessageSocket(Protocol):
+    async def send(self, text: str) -> None:
+        """Send one text message; raises `SocketClosed` when the socket is closed."""
+
+    async def receive(self) -> str | bytes | None:
+        """The next message, or None once the peer has closed."""
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        """Close from our side. Idempotent."""
+
+
+AsgiMessage = MutableMapping[str, Any]
+
+
+class AsgiSocket:
+    """An accepted ASGI WebSocket, used directly (no framework on the media path)."""
+
+    def __init__(
+        self,
+        receive: Callable[[], Awaitable[AsgiMessage]],
+        send: Callable[[AsgiMessage], Awaitable[None]],
+    ) -> None:
+        self._receive = receive
+        self._send = send
+        self.closed = False
+        #: the close code the client sent, once it disconnected
+        self.close_code: int | None = None
+
+    async def send(self, text: str) -> None:
+        if self.closed:
+            raise SocketClosed("websocket is closed")
+        await self._send({"type": "websocket.send", "text": text})
+
+    async def receive(self) -> str | bytes | None:
+        if self.close_code is not None:
+            return None
+        message = await self._receive()
+        if message["type"] == "websocket.receive":
+            text = message.get("text")
+            return text if text is not None else bytes(message.get("bytes") or b"")
+        # websocket.disconnect: the client's close (or the connection's loss) arrived
+        self.closed = True
+        self.close_code = int(message.get("code", 1005))
+        return None
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        if not self.closed:
+            self.closed = True
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+class TrioWebSocket:
+    """A trio-websocket `WebSocketConnection`, client or server side."""
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+
+    async def send(self, text: str) -> None:
+        from trio_websocket import ConnectionClosed
+
+        try:
+            await self._ws.send_message(text)
+        except ConnectionClosed as exc:
+            raise SocketClosed(str(exc)) from None
+
+    async def receive(self) -> str | bytes | None:
+        from trio_websocket import ConnectionClosed
+
+        try:
+            message: str | bytes = await self._ws.get_message()
+        except ConnectionClosed:
+            return None
+        return message
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        await self._ws.aclose(code, reason or None)
+
+
+class MemorySocket:
+    """One end of an in-memory socket pair (see `memory_socket_pair`)."""
+
+    def __init__(
+        self, send: trio.MemorySendChannel[str | bytes], receive: trio.MemoryReceiveChannel[str | bytes]
+    ) -> None:
+        self._send_channel = send
+        self._receive_channel = receive
+        self.peer: MemorySocket | None = None
+        #: the close code given by whichever side closed first
+        self.close_code: int | None = None
+
+    async def send(self, text: str | bytes) -> None:
+        try:
+            await self._send_channel.send(text)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise SocketClosed("memory socket is closed") from None
+
+    async def receive(self) -> str | bytes | None:
+        try:
+            return await self._receive_channel.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            return None
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        for end in (self, self.peer):
+            if end is not None and end.close_code is None:
+                end.close_code = code
+        await self._send_channel.aclose()
+        await self._receive_channel.aclose()
+
+
+def memory_socket_pair(buffer: int | float = math.inf) -> tuple[MemorySocket, MemorySocket]:
+    """Two connected in-memory message sockets; `buffer` bounds each direction
+    (the default never blocks a sender, like a socket with a large kernel buffer)."""
+    a_send, b_receive = trio.open_memory_channel[str | bytes](buffer)
+    b_send, a_receive = trio.open_memory_channel[str | bytes](buffer)
+    a, b = MemorySocket(a_send, a_receive), MemorySocket(b_send, b_receive)
+    a.peer, b.peer = b, a
+    return a, b
+
+
+def as_message_socket(ws: Any) -> MessageSocket:
+    """Wrap `ws` so the call logic can use it; see the module docstring."""
+    if hasattr(ws, "get_message") and hasattr(ws, "send_message"):
+        return TrioWebSocket(ws)
+    if isinstance(ws, MessageSocket):
+        return ws
+    raise TypeError(f"cannot use {type(ws).__name__} as a text WebSocket")

@@ -1,0 +1,122 @@
+"""Where the model lives: the backend seam, and OpenAI's Realtime API behind it.
+
+A backend opens one realtime connection per call. The call logic speaks the
+Realtime GA event vocabulary (`callbridge.realtime`); a backend for another voice
+platform would translate to and from it behind the same two methods.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import attrs
+import trio
+
+from . import codec
+from . import realtime as rt
+from ._sockets import MessageSocket, TrioWebSocket
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "EventConnection",
+    "ModelConnectError",
+    "OpenAIRealtime",
+    "RealtimeBackend",
+    "RealtimeConnection",
+    "realtime_url",
+]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class ModelConnectError(Exception):
+    """The model's realtime endpoint could not be reached or refused us."""
+
+
+class RealtimeConnection(Protocol):
+    async def send(self, event: rt.ClientEvent) -> None:
+        """Send one client event; raises `SocketClosed` once closed."""
+
+    async def receive(self) -> rt.ServerEvent | None:
+        """The next server event, None once closed; `RemoteProtocolError` for a bad frame."""
+
+
+class RealtimeBackend(Protocol):
+    def connect(self, model: str) -> AbstractAsyncContextManager[RealtimeConnection]:
+        """Open a connection for one call; closing the context closes it."""
+
+
+class EventConnection:
+    """Realtime events over a text `MessageSocket` (encodes and decodes JSON)."""
+
+    def __init__(self, socket: MessageSocket) -> None:
+        self.socket = socket
+
+    async def send(self, event: rt.ClientEvent) -> None:
+        await self.socket.send(codec.encode(event))
+
+    async def receive(self) -> rt.ServerEvent | None:
+        text = await self.socket.receive()
+        return None if text is None else codec.decode_server_event(text)
+
+
+def realtime_url(base_url: str, model: str) -> str:
+    """The WebSocket URL for `model`, derived from an HTTP base URL as the openai SDK
+    does: `https://api.openai.com/v1` -> `wss://api.openai.com/v1/realtime?model=...`."""
+    parts = urlsplit(base_url)
+    scheme = {"https": "wss", "http": "ws", "wss": "wss", "ws": "ws"}.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"not an http(s) or ws(s) base URL: {base_url!r}")
+    query = parse_qsl(parts.query) + [("model", model)]
+    path = parts.path.rstrip("/") + "/realtime"
+    return urlunsplit((scheme, parts.netloc, path, urlencode(query), ""))
+
+
+@attrs.frozen(kw_only=True)
+class OpenAIRealtime:
+    """OpenAI's Realtime API (GA interface: no `OpenAI-Beta` header) over trio-websocket."""
+
+    api_key: str = attrs.field(repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    connect_timeout: float = 10.0
+    #: server events can exceed 1 MiB (items with audio, large response.done)
+    max_message_size: int = 16 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls) -> OpenAIRealtime:
+        """`OPENAI_API_KEY` and `OPENAI_BASE_URL`, like the openai SDK."""
+        key = os.environ.get("OPENAI_API_KEY", "")
+        if not key:
+            raise ValueError("OPENAI_API_KEY is not set")
+        return cls(api_key=key, base_url=os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
+
+    def connect(self, model: str) -> AbstractAsyncContextManager[RealtimeConnection]:
+        return self._connect(model)
+
+    @asynccontextmanager
+    async def _connect(self, model: str) -> AsyncIterator[RealtimeConnection]:
+        from trio_websocket import HandshakeError, open_websocket_url
+
+        url = realtime_url(self.base_url, model)
+        try:
+            cm = open_websocket_url(
+                url,
+                extra_headers=[(b"Authorization", f"Bearer {self.api_key}".encode())],
+                max_message_size=self.max_message_size,
+                message_queue_size=16,
+                connect_timeout=self.connect_timeout,
+                disconnect_timeout=2.0,
+            )
+            ws = await cm.__aenter__()
+        except (OSError, HandshakeError, trio.TooSlowError) as exc:
+            # never echo the request: it carries the key
+            raise ModelConnectError(f"cannot connect to {url}: {type(exc).__name__}") from None
+        try:
+            yield EventConnection(TrioWebSocket(ws))
+        finally:
+            with trio.CancelScope(shield=True):
+                await cm.__aexit__(None, None, None)
