@@ -135,18 +135,18 @@ OUT_MARK = """{ "event": "mark", "streamSid": "MZXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX
 
 OUT_CLEAR = """{ "event": "clear", "streamSid": "MZXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX" }"""
 
-_START_FIELDS: dict[str, Any] = dict(
-    stream_sid=SID,
-    account_sid=ACCOUNT,
-    call_sid=CALL,
-    tracks=("inbound",),
-    media_format=tw.MediaFormat(encoding="audio/x-mulaw", sample_rate=8000, channels=1),
-    sequence_number=1,
-)
+_START_FIELDS: dict[str, Any] = {
+    "stream_sid": SID,
+    "account_sid": ACCOUNT,
+    "call_sid": CALL,
+    "tracks": ("inbound",),
+    "media_format": tw.MediaFormat(encoding="audio/x-mulaw", sample_rate=8000, channels=1),
+    "sequence_number": 1,
+}
 
 
 def _with_empty_parameters(text: str) -> dict[str, Any]:
-    d = json.loads(text)
+    d: dict[str, Any] = json.loads(text)
     d["start"]["customParameters"] = {}
     return d
 
@@ -1037,6 +1037,22 @@ _RESPONSE_AUDIO = ResponseAudio(
 )
 
 
+SDK_RESPONSE_CREATED = ResponseCreatedEvent(
+    type="response.created", event_id="event_4",
+    response=RealtimeResponse(id="resp_1", object="realtime.response", status="in_progress",
+                              output=[], conversation_id="conv_1", output_modalities=["audio"],
+                              audio=_RESPONSE_AUDIO, max_output_tokens="inf"),
+)
+SDK_RESPONSE_DONE = ResponseDoneEvent(
+    type="response.done", event_id="event_8",
+    response=RealtimeResponse(
+        id="resp_1", object="realtime.response", status="cancelled",
+        status_details=RealtimeResponseStatus(type="cancelled", reason="turn_detected"),
+        output=[], conversation_id="conv_1", output_modalities=["audio"], audio=_RESPONSE_AUDIO,
+    ),
+)
+
+
 def _expected_mapping(cls: type[Any], key: str) -> Callable[[dict[str, Any]], Any]:
     return lambda d: cls(**{key: d[key]}, event_id=d["event_id"])
 
@@ -1064,13 +1080,7 @@ SDK_SERVER_EVENTS = [
         id="committed",
     ),
     pytest.param(
-        ResponseCreatedEvent(
-            type="response.created", event_id="event_4",
-            response=RealtimeResponse(id="resp_1", object="realtime.response",
-                                      status="in_progress", output=[],
-                                      conversation_id="conv_1", output_modalities=["audio"],
-                                      audio=_RESPONSE_AUDIO, max_output_tokens="inf"),
-        ),
+        SDK_RESPONSE_CREATED,
         _expected_mapping(rt.ResponseCreated, "response"),
         id="response.created",
     ),
@@ -1101,15 +1111,7 @@ SDK_SERVER_EVENTS = [
         id="response.output_audio_transcript.done",
     ),
     pytest.param(
-        ResponseDoneEvent(
-            type="response.done", event_id="event_8",
-            response=RealtimeResponse(
-                id="resp_1", object="realtime.response", status="cancelled",
-                status_details=RealtimeResponseStatus(type="cancelled", reason="turn_detected"),
-                output=[], conversation_id="conv_1", output_modalities=["audio"],
-                audio=_RESPONSE_AUDIO,
-            ),
-        ),
+        SDK_RESPONSE_DONE,
         _expected_mapping(rt.ResponseDone, "response"),
         id="response.done",
     ),
@@ -1179,12 +1181,9 @@ def test_sdk_server_event_decodes(
 
 
 def test_sdk_response_events_expose_id_and_status() -> None:
-    for param in SDK_SERVER_EVENTS:
-        sdk_event = param.values[0]
-        if sdk_event.type not in ("response.created", "response.done"):
-            continue
-        event = codec.decode_server_event(sdk_event.to_json(indent=None))
-        assert isinstance(event, (rt.ResponseCreated, rt.ResponseDone))
-        assert event.response_id == "resp_1"
-        if isinstance(event, rt.ResponseDone):
-            assert event.status == "cancelled"
+    created = codec.decode_server_event(SDK_RESPONSE_CREATED.to_json(indent=None))
+    assert isinstance(created, rt.ResponseCreated)
+    assert created.response_id == "resp_1"
+    done = codec.decode_server_event(SDK_RESPONSE_DONE.to_json(indent=None))
+    assert isinstance(done, rt.ResponseDone)
+    assert (done.response_id, done.status) == ("resp_1", "cancelled")

@@ -1,36 +1,56 @@
 """callbridge: Twilio phone calls <-> realtime speech-to-speech models, on trio.
 
 The public API is what this module exports; everything in an underscored module
-is private. Protocol modules (`callbridge.twilio`, `callbridge.realtime`,
-`callbridge.codec`, `callbridge.twiml`) are sans-I/O and importable on their own.
+is private. The protocol modules (`callbridge.twilio`, `callbridge.realtime`,
+`callbridge.codec`, `callbridge.twiml`) are sans-I/O and import no I/O library,
+so the names below are loaded on first use: importing a protocol module does not
+pull in trio.
 """
 
 from __future__ import annotations
 
-from ._call import CallEvent, CallLimits, CallResult, CallStats, run_call
-from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from ._sockets import MessageSocket, SocketClosed, memory_socket_pair
-from .agent import PHONE_TURN_DETECTION, Agent
-from .backend import ModelConnectError, OpenAIRealtime, RealtimeBackend, RealtimeConnection
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "PHONE_TURN_DETECTION",
-    "Agent",
-    "CallEvent",
-    "CallLimits",
-    "CallResult",
-    "CallStats",
-    "LocalProtocolError",
-    "MessageSocket",
-    "ModelConnectError",
-    "OpenAIRealtime",
-    "ProtocolError",
-    "RealtimeBackend",
-    "RealtimeConnection",
-    "RemoteProtocolError",
-    "SocketClosed",
-    "memory_socket_pair",
-    "run_call",
-]
+if TYPE_CHECKING:
+    from ._call import CallEvent, CallLimits, CallResult, CallStats, run_call
+    from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+    from ._sockets import MessageSocket, SocketClosed, memory_socket_pair
+    from .agent import PHONE_TURN_DETECTION, Agent
+    from .backend import ModelConnectError, OpenAIRealtime, RealtimeBackend, RealtimeConnection
 
+_EXPORTS = {
+    "CallEvent": "_call",
+    "CallLimits": "_call",
+    "CallResult": "_call",
+    "CallStats": "_call",
+    "run_call": "_call",
+    "LocalProtocolError": "_errors",
+    "ProtocolError": "_errors",
+    "RemoteProtocolError": "_errors",
+    "MessageSocket": "_sockets",
+    "SocketClosed": "_sockets",
+    "memory_socket_pair": "_sockets",
+    "PHONE_TURN_DETECTION": "agent",
+    "Agent": "agent",
+    "ModelConnectError": "backend",
+    "OpenAIRealtime": "backend",
+    "RealtimeBackend": "backend",
+    "RealtimeConnection": "backend",
+}
+
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'callbridge' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

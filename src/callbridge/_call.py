@@ -193,15 +193,15 @@ class _Call:
                     self.end("no_start", f"no `start` within {self.limits.start_timeout} s")
                 await self.ended.wait()
                 pumps.cancel_scope.cancel()
-            # The model connection is closed now. Who closes the Twilio socket?
+            # The model connection is closed now. After `stop` Twilio closes its end:
+            # wait for that rather than race it. Otherwise, closing is our job (it is
+            # how Twilio learns to run the next TwiML verb).
             if self.reason not in ("caller_hangup", "twilio_closed"):
-                with trio.CancelScope(shield=True, deadline=trio.current_time() + 2):
-                    try:
-                        await self.twilio.aclose(1000)
-                    except Exception:  # already gone: nothing left to tell Twilio
-                        pass
+                await self.close_twilio()
             with trio.move_on_after(self.limits.close_wait):
                 await self.twilio_closed.wait()
+            if not self.twilio_closed.is_set():
+                await self.close_twilio()
             nursery.cancel_scope.cancel()
         self.emit("end", reason=self.reason, detail=self.detail)
         start = self.start
@@ -213,6 +213,13 @@ class _Call:
             custom_parameters=dict(start.custom_parameters) if start else {},
             stats=self.stats,
         )
+
+    async def close_twilio(self) -> None:
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + 2):
+            try:
+                await self.twilio.aclose(1000)
+            except Exception:  # already gone: there is nobody left to tell
+                log.debug("closing the Twilio socket failed", exc_info=True)
 
     async def read_twilio(self) -> None:
         try:

@@ -286,13 +286,45 @@ def _unknown_to(m: rt.UnknownClientEvent | rt.UnknownServerEvent) -> dict[str, A
 converter.register_unstructure_hook(rt.UnknownClientEvent, _unknown_to)
 converter.register_unstructure_hook(rt.UnknownServerEvent, _unknown_to)
 
+# Strict scalars: cattrs would turn `null` into "None" (valid base64!) and 1.7 into 1.
+
+
+def _strict_str(value: Any, _: type) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _strict_int(value: Any, _: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return int(value)
+
+
+def _strict_float(value: Any, _: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _strict_bool(value: Any, _: type) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected a boolean, got {type(value).__name__}")
+    return value
+
+
+converter.register_structure_hook(str, _strict_str)
+converter.register_structure_hook(int, _strict_int)
+converter.register_structure_hook(float, _strict_float)
+converter.register_structure_hook(bool, _strict_bool)
+
 # --- entry points ------------------------------------------------------------------
 
 
 def _load(text: str | bytes, key: str) -> tuple[dict[str, Any], str]:
     try:
         raw = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise RemoteProtocolError(f"not JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise RemoteProtocolError(f"expected a JSON object, got {type(raw).__name__}")

@@ -1,0 +1,66 @@
+"""The `callbridge` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .config import ConfigError, Settings
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="callbridge",
+        description="Bridge Twilio phone calls to realtime speech-to-speech models.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="run the service under hypercorn's trio worker",
+        description=(
+            "Serve the Twilio voice webhook (/incoming-call) and Media Streams WebSocket "
+            "(/media-stream). Configuration comes from the environment (OPENAI_API_KEY, "
+            "OPENAI_BASE_URL, CALLBRIDGE_PUBLIC_URL, CALLBRIDGE_TRUST_PROXY, CALLBRIDGE_MODEL, "
+            "CALLBRIDGE_VOICE, CALLBRIDGE_INSTRUCTIONS, CALLBRIDGE_GREETING, HOST, PORT); "
+            "the options below override HOST and PORT. Same as "
+            "`hypercorn --worker-class trio callbridge.app:app`."
+        ),
+    )
+    serve.add_argument("--host", help="address to listen on (default: $HOST or 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: $PORT or 8000)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes; calls are independent (default: 1)")
+    serve.add_argument("--log-level", default="info",
+                       choices=["debug", "info", "warning", "error"], help="default: info")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()  # fail here, before any worker starts
+    except ConfigError as exc:
+        print(f"callbridge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    from hypercorn.config import Config
+    from hypercorn.run import run
+
+    config = Config()
+    config.application_path = "callbridge.app:app"
+    config.worker_class = "trio"
+    config.workers = max(1, args.workers)
+    config.bind = [f"{args.host or settings.host}:{args.port or settings.port}"]
+    config.accesslog = None
+    config.loglevel = args.log_level.upper()
+    print(f"callbridge: serving on http://{config.bind[0]} "
+          f"(webhook /incoming-call, stream /media-stream, model {settings.model})", flush=True)
+    return run(config)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

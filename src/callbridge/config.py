@@ -1,0 +1,107 @@
+"""Service settings from the environment, validated once at startup."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+import attrs
+
+from .agent import DEFAULT_INSTRUCTIONS, Agent
+from .backend import DEFAULT_BASE_URL
+
+__all__ = ["ConfigError", "Settings"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """An environment variable has a value the service cannot run with."""
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name}={env[name]!r}: expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _url(env: Mapping[str, str], name: str, default: str | None, schemes: set[str]) -> str | None:
+    value = env.get(name, "").strip() or default
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(
+            f"{name}={value!r}: expected an absolute {'/'.join(sorted(schemes))} URL "
+            "with a host and no query string"
+        )
+    return value.rstrip("/")
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Everything the service reads from the environment.
+
+    | variable | meaning |
+    |---|---|
+    | `OPENAI_API_KEY` | key for the OpenAI Realtime API (required) |
+    | `OPENAI_BASE_URL` | API base, default `https://api.openai.com/v1` |
+    | `CALLBRIDGE_PUBLIC_URL` | the service's public `https://host[/prefix]`, as Twilio reaches it |
+    | `CALLBRIDGE_TRUST_PROXY` | honour `X-Forwarded-Proto`/`-Host` (only behind your own proxy) |
+    | `CALLBRIDGE_MODEL`, `CALLBRIDGE_VOICE` | realtime model and voice |
+    | `CALLBRIDGE_INSTRUCTIONS` | the agent's instructions (system prompt) |
+    | `CALLBRIDGE_GREETING` | if set, the agent speaks first, following these instructions |
+    | `HOST`, `PORT` | where `callbridge serve` listens (default `0.0.0.0:8000`) |
+    """
+
+    openai_api_key: str = attrs.field(repr=False)
+    openai_base_url: str = DEFAULT_BASE_URL
+    public_url: str | None = None
+    trust_proxy: bool = False
+    model: str = "gpt-realtime"
+    voice: str = "marin"
+    instructions: str = DEFAULT_INSTRUCTIONS
+    greeting: str | None = None
+    host: str = "0.0.0.0"
+    port: int = 8000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        key = env.get("OPENAI_API_KEY", "").strip()
+        if not key:
+            raise ConfigError("OPENAI_API_KEY is not set: the service needs it to reach the model")
+        port_text = env.get("PORT", "8000").strip()
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ConfigError(f"PORT={port_text!r}: expected a port number 1-65535")
+        strings = {}
+        for name, default in [("CALLBRIDGE_MODEL", "gpt-realtime"), ("CALLBRIDGE_VOICE", "marin")]:
+            value = env.get(name, default).strip()
+            if not value:
+                raise ConfigError(f"{name} is set but empty")
+            strings[name] = value
+        base_url = _url(env, "OPENAI_BASE_URL", DEFAULT_BASE_URL, {"http", "https", "ws", "wss"})
+        assert base_url is not None
+        return cls(
+            openai_api_key=key,
+            openai_base_url=base_url,
+            public_url=_url(env, "CALLBRIDGE_PUBLIC_URL", None, {"http", "https"}),
+            trust_proxy=_flag(env, "CALLBRIDGE_TRUST_PROXY"),
+            model=strings["CALLBRIDGE_MODEL"],
+            voice=strings["CALLBRIDGE_VOICE"],
+            instructions=env.get("CALLBRIDGE_INSTRUCTIONS", "").strip() or DEFAULT_INSTRUCTIONS,
+            greeting=env.get("CALLBRIDGE_GREETING", "").strip() or None,
+            host=env.get("HOST", "0.0.0.0").strip() or "0.0.0.0",
+            port=int(port_text),
+        )
+
+    def agent(self) -> Agent:
+        return Agent(
+            instructions=self.instructions, voice=self.voice, model=self.model,
+            greeting=self.greeting,
+        )
