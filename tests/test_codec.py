@@ -54,6 +54,8 @@ from openai.types.realtime.realtime_audio_input_turn_detection import ServerVad
 from openai.types.realtime.realtime_response import Audio as ResponseAudio
 from openai.types.realtime.realtime_response import AudioOutput as ResponseAudioOutput
 
+from _schema import assert_no_extra
+
 from callbridge import codec
 from callbridge import realtime as rt
 from callbridge import twilio as tw
@@ -751,28 +753,14 @@ def test_payload_size_of_one_twilio_frame() -> None:
 # --- OpenAI Realtime GA: what the bridge sends validates against the SDK's models ----
 
 
-def _assert_no_extra(value: Any, where: str) -> None:
-    """The SDK models allow extra keys; a key the API does not know must fail here."""
-    if isinstance(value, pydantic.BaseModel):
-        assert not value.model_extra, f"unknown keys at {where}: {sorted(value.model_extra)}"
-        for name in type(value).model_fields:
-            _assert_no_extra(getattr(value, name), f"{where}.{name}")
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _assert_no_extra(item, f"{where}[{i}]")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _assert_no_extra(item, f"{where}.{key}")
-
-
 def _validate_ga(model: type[OpenAIModel], wire: dict[str, Any]) -> OpenAIModel:
     validated = pydantic.TypeAdapter(model).validate_python(wire, strict=True)
-    _assert_no_extra(validated, "$")
+    assert_no_extra(validated, "$")
     assert validated.model_dump(mode="json", by_alias=True, exclude_unset=True) == wire
     # The discriminated client-event union must pick the same model.
     as_union = pydantic.TypeAdapter(RealtimeClientEvent).validate_python(wire, strict=True)
     assert type(as_union) is model
-    _assert_no_extra(as_union, "$")
+    assert_no_extra(as_union, "$")
     return validated
 
 

@@ -315,7 +315,10 @@ class _Call:
                 self.stats.stale_deltas += 1
                 return
             assert self.playout_send is not None
-            await self.playout_send.send((event.item_id, end - size, end, event.delta))
+            try:
+                await self.playout_send.send((event.item_id, end - size, end, event.delta))
+            except trio.BrokenResourceError:
+                pass  # playout ended: the Twilio side is gone and the call is ending
         elif isinstance(event, rt.SpeechStarted):
             self.emit("speech_started", audio_start_ms=event.audio_start_ms)
             await self.barge_in(model)

@@ -137,8 +137,11 @@ class MemorySocket:
         for end in (self, self.peer):
             if end is not None and end.close_code is None:
                 end.close_code = code
-        await self._send_channel.aclose()
-        await self._receive_channel.aclose()
+        # close both ends synchronously: awaiting one aclose() under cancellation
+        # would raise before the other is closed, and leave the peer blocked forever
+        self._send_channel.close()
+        self._receive_channel.close()
+        await trio.lowlevel.checkpoint()
 
 
 def memory_socket_pair(buffer: int | float = math.inf) -> tuple[MemorySocket, MemorySocket]:

@@ -1,20 +1,47 @@
 """Faithful local peers for tests, demos and benchmarks: no Twilio, no OpenAI.
 
 `TwilioCaller` plays Twilio's side of a Media Streams call, with real-time playback
-and mark/`clear` semantics; `LocalRealtimeServer` plays the model's side of the
-OpenAI Realtime GA protocol. Both run on trio's `MockClock`.
+and mark/`clear` semantics, and records what the caller heard. `LocalRealtimeServer`
+plays the model's side of the OpenAI Realtime GA protocol (server VAD, responses
+faster than real time, auto-cancel, the real truncation rule) with pluggable brains.
+Both run on trio's `MockClock`; `serve_realtime_websocket` and `dial_twilio_stream`
+put them on real loopback sockets.
 """
 
 from __future__ import annotations
 
 from .._sockets import memory_socket_pair
+from ._model import (
+    Brain,
+    LocalRealtimeServer,
+    Reply,
+    ResponseRecord,
+    ServerSession,
+    echo_brain,
+    pattern_audio,
+    scripted_brain,
+    tone_brain,
+)
+from ._net import Handshake, dial_twilio_stream, serve_realtime_websocket
 from ._twilio import SILENCE_FRAME, Heard, TwilioCaller, Utterance, speech_frame
 
 __all__ = [
     "SILENCE_FRAME",
+    "Brain",
+    "Handshake",
     "Heard",
+    "LocalRealtimeServer",
+    "Reply",
+    "ResponseRecord",
+    "ServerSession",
     "TwilioCaller",
     "Utterance",
+    "dial_twilio_stream",
+    "echo_brain",
     "memory_socket_pair",
+    "pattern_audio",
+    "scripted_brain",
+    "serve_realtime_websocket",
     "speech_frame",
+    "tone_brain",
 ]

@@ -1,27 +1,40 @@
-"""G.711 μ-law arithmetic for the local realtime server: decode, energy, test signals.
+"""μ-law audio for the local realtime server: G.711 arithmetic, test signals, brains.
 
 The server's voice activity detection needs linear samples, and `audioop` is gone
 in Python 3.13, so the standard G.711 formula lives here (pure code, no clocks).
-The generated signals are deterministic so tests can compare bytes exactly.
+Signals are deterministic so tests can compare bytes exactly; a "brain" maps the
+caller's turn audio to what the local model says back.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+
+import attrs
 
 __all__ = [
+    "DEFAULT_THRESHOLD_DB",
     "FRAME_BYTES",
-    "decode",
+    "Brain",
+    "Reply",
+    "SpeechDetector",
     "dbfs",
+    "decode",
+    "echo_brain",
     "encode_sample",
     "pattern_audio",
+    "scripted_brain",
     "tone",
+    "tone_brain",
     "trim_silence",
 ]
 
+FRAME_MS = 20
 #: one 20 ms analysis window of 8 kHz μ-law
-FRAME_BYTES = 160
+FRAME_BYTES = FRAME_MS * 8
+#: VAD level for the API's default `threshold` of 0.5 (see `LocalRealtimeServer`)
+DEFAULT_THRESHOLD_DB = -35.0
 
 _BIAS = 0x84
 _CLIP = 32635
@@ -99,3 +112,94 @@ def trim_silence(data: bytes, threshold_db: float) -> bytes:
     if not loud:
         return b""
     return data[loud[0] * FRAME_BYTES : (loud[-1] + 1) * FRAME_BYTES]
+
+
+
+@attrs.define
+class SpeechDetector:
+    """Energy VAD over aligned 20 ms windows, driven by the audio alone (the input clock).
+
+    Pure and incremental, so the server runs it as appends arrive and tests can
+    drive it synchronously. A window is speech when its level is above the
+    threshold; speech starts once loud windows have lasted `min_speech_ms`
+    (reported as the start of the first loud window) and stops after `silence_ms`
+    of quiet windows (reported as the end of the last one: it includes the silence).
+    """
+
+    #: bytes of input analysed so far (always a whole number of windows)
+    pos: int = 0
+    speaking: bool = False
+    _run_ms: int = 0
+    _onset_ms: int = 0
+    _silence_ms: int = 0
+
+    def reset(self) -> None:
+        """Forget any speech in progress (the buffer was committed or cleared)."""
+        self.speaking, self._run_ms = False, 0
+
+    def skip(self, audio_len: int) -> None:
+        """Do not analyse audio up to `audio_len` bytes (VAD was off when it came)."""
+        self.pos = audio_len // FRAME_BYTES * FRAME_BYTES
+
+    def feed(self, audio: bytes | bytearray, *, threshold_db: float, min_speech_ms: int,
+             silence_ms: int) -> Iterator[tuple[str, int]]:
+        """Analyse the complete windows of `audio` (all input so far) not seen yet;
+        yields ("speech_started", onset_ms) and ("speech_stopped", end_ms)."""
+        while len(audio) - self.pos >= FRAME_BYTES:
+            at_ms = self.pos // 8
+            loud = dbfs(bytes(audio[self.pos : self.pos + FRAME_BYTES])) > threshold_db
+            self.pos += FRAME_BYTES
+            if not self.speaking:
+                if not loud:
+                    self._run_ms = 0
+                    continue
+                if self._run_ms == 0:
+                    self._onset_ms = at_ms
+                self._run_ms += FRAME_MS
+                if self._run_ms >= min_speech_ms:
+                    self.speaking, self._silence_ms, self._run_ms = True, 0, 0
+                    yield "speech_started", self._onset_ms
+            elif loud:
+                self._silence_ms = 0
+            else:
+                self._silence_ms += FRAME_MS
+                if self._silence_ms >= silence_ms:
+                    self.speaking = False
+                    yield "speech_stopped", at_ms + FRAME_MS
+
+
+# --- brains ------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Reply:
+    """What the brain says for one turn: μ-law 8 kHz audio and its transcript."""
+
+    audio: bytes
+    transcript: str = ""
+
+
+#: gets the caller's committed turn audio (μ-law), returns a reply or None to stay silent
+Brain = Callable[[bytes], Reply | None]
+
+
+def tone_brain(ms: int = 2000) -> Brain:
+    """Answer every turn with a loud 440 Hz tone of `ms` milliseconds."""
+    audio = tone(ms)
+    return lambda turn: Reply(audio=audio, transcript=f"<{ms} ms tone>")
+
+
+def scripted_brain(replies: Sequence[Reply]) -> Brain:
+    """Answer turn n with `replies[n]`, then stay silent."""
+    pending: Iterator[Reply] = iter(list(replies))
+    return lambda turn: next(pending, None)
+
+
+def echo_brain(*, threshold_db: float = DEFAULT_THRESHOLD_DB) -> Brain:
+    """Say the caller's turn back, without its leading and trailing silence (20 ms windows)."""
+
+    def brain(turn: bytes) -> Reply | None:
+        audio = trim_silence(turn, threshold_db)
+        return Reply(audio=audio) if audio else None
+
+    return brain

@@ -12,6 +12,7 @@ the truth rather than against its own estimate.
 from __future__ import annotations
 
 import base64
+import functools
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -22,11 +23,11 @@ import trio
 from .. import codec
 from .. import twilio as tw
 from .._sockets import MessageSocket, SocketClosed
+from . import _mulaw
+from ._mulaw import FRAME_BYTES, FRAME_MS
 
 __all__ = ["Heard", "TwilioCaller", "Utterance", "speech_frame", "SILENCE_FRAME"]
 
-FRAME_MS = 20
-FRAME_BYTES = FRAME_MS * tw.BYTES_PER_MS
 #: μ-law digital silence
 SILENCE_FRAME = b"\xff" * FRAME_BYTES
 
@@ -38,20 +39,12 @@ _OUTBOUND_SHAPES = {
 }
 
 
-def _mulaw(sample: int) -> int:
-    """G.711 μ-law encode of a 16-bit linear sample."""
-    sign = 0x80 if sample < 0 else 0
-    magnitude = min(abs(sample), 32635) + 0x84
-    exponent = max(0, magnitude.bit_length() - 8)
-    mantissa = (magnitude >> (exponent + 3)) & 0x0F
-    return ~(sign | (exponent << 4) | mantissa) & 0xFF
-
-
+@functools.lru_cache(maxsize=64)
 def speech_frame(index: int = 0, amplitude: int = 8000) -> bytes:
     """20 ms of loud, voice-band audio (a 300 Hz + 1 kHz mix): enough for any VAD."""
     start = index * FRAME_BYTES
     return bytes(
-        _mulaw(int(amplitude * (0.6 * math.sin(2 * math.pi * 300 * n / 8000)
+        _mulaw.encode_sample(int(amplitude * (0.6 * math.sin(2 * math.pi * 300 * n / 8000)
                                 + 0.4 * math.sin(2 * math.pi * 1000 * n / 8000))))
         for n in range(start, start + FRAME_BYTES)
     )
@@ -96,6 +89,8 @@ class TwilioCaller:
         stream_sid: str = "MZ00000000000000000000000000000001",
         call_sid: str = "CA00000000000000000000000000000001",
         account_sid: str = "AC00000000000000000000000000000001",
+        start_delay: float = 0.0,
+        send_start: bool = True,
     ) -> None:
         self.utterances = list(utterances)
         self.hangup_at = hangup_at
@@ -105,6 +100,9 @@ class TwilioCaller:
         self.stream_sid = stream_sid
         self.call_sid = call_sid
         self.account_sid = account_sid
+        #: seconds between `connected` and `start` (Twilio: none to speak of)
+        self.start_delay = start_delay
+        self.send_start = send_start
         # record
         self.t0 = 0.0
         self.sent_audio = bytearray()
@@ -114,6 +112,8 @@ class TwilioCaller:
         self.received: list[tuple[float, tw.TwilioMessage]] = []
         self.violations: list[str] = []
         self.closed_by_server = False
+        self._started = False
+        self._hung_up = False
         # playback
         self._socket: MessageSocket | None = None
         self._seq = 0
@@ -145,9 +145,6 @@ class TwilioCaller:
         self._socket = socket
         self.t0 = trio.current_time()
         await self._send(tw.Connected())
-        await self._send(tw.Start(
-            stream_sid=self.stream_sid, account_sid=self.account_sid, call_sid=self.call_sid,
-            custom_parameters=self.custom_parameters, sequence_number=self._next_seq()))
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._echo_marks)
@@ -157,6 +154,14 @@ class TwilioCaller:
                     nursery.cancel_scope.cancel()
 
                 nursery.start_soon(receive_then_stop)
+                await trio.sleep(self.start_delay)
+                if self.send_start:
+                    await self._send(tw.Start(
+                        stream_sid=self.stream_sid, account_sid=self.account_sid,
+                        call_sid=self.call_sid, custom_parameters=self.custom_parameters,
+                        sequence_number=self._next_seq()))
+                    self._started = True
+                self.t0 = trio.current_time()
                 await self._stream()
                 nursery.cancel_scope.cancel()
         except* SocketClosed:
@@ -173,7 +178,8 @@ class TwilioCaller:
             while dtmf and dtmf[0][0] <= elapsed:
                 await self._send(tw.Dtmf(stream_sid=self.stream_sid, digit=dtmf.popleft()[1],
                                          sequence_number=self._next_seq()))
-            frame = speech_frame(chunk) if self.speaking(now) else SILENCE_FRAME
+            # 300 Hz and 1 kHz both complete whole cycles in 50 frames (1 s)
+            frame = speech_frame(chunk % 50) if self.speaking(now) else SILENCE_FRAME
             chunk += 1
             self.sent_audio += frame
             await self._send(tw.Media(
@@ -181,6 +187,7 @@ class TwilioCaller:
                 track="inbound", chunk=chunk, timestamp=round(elapsed * 1000),
                 sequence_number=self._next_seq()))
             await trio.sleep_until(self.t0 + chunk * FRAME_MS / 1000)
+        self._hung_up = True
         if self.send_stop:
             await self._send(tw.Stop(stream_sid=self.stream_sid, account_sid=self.account_sid,
                                      call_sid=self.call_sid, sequence_number=self._next_seq()))
@@ -192,12 +199,14 @@ class TwilioCaller:
         while True:
             text = await self._socket.receive()
             if text is None:
-                self.closed_by_server = True
+                self.closed_by_server = not self._hung_up
                 return
             now = trio.current_time()
             if isinstance(text, bytes):
                 self.violations.append("binary frame (Twilio warning 31950)")
                 continue
+            if not self._started:
+                self.violations.append("message before `start` (it cannot carry a streamSid)")
             self._check_shape(text)
             try:
                 message = codec.decode_twilio(text)

@@ -1,0 +1,416 @@
+"""Whole calls on virtual time: synthetic Twilio caller <-> run_call <-> local realtime model.
+
+Every check compares the bridge with the peers' ground truth: what the caller's
+phone actually played (and when), and what the model actually received and produced.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from _schema import validate_client_event
+
+from callbridge import Agent, CallEvent, CallLimits, CallResult, memory_socket_pair, run_call
+from callbridge import realtime as rt
+from callbridge import twilio as tw
+from callbridge.backend import ModelConnectError, RealtimeConnection
+from callbridge.testing import TwilioCaller, Utterance
+from callbridge.testing._model import LocalRealtimeServer, ServerSession
+
+FRAME = 160
+
+
+class Run:
+    def __init__(self, result: CallResult, caller: TwilioCaller, model: LocalRealtimeServer,
+                 events: list[CallEvent]) -> None:
+        self.result, self.caller, self.model, self.events = result, caller, model, events
+
+    @property
+    def session(self) -> ServerSession:
+        assert len(self.model.sessions) == 1
+        return self.model.sessions[0]
+
+    def times(self, kind: str) -> list[float]:
+        return [e.at for e in self.events if e.kind == kind]
+
+    def check_protocols(self) -> None:
+        """Everything sent either way was valid for the peer receiving it."""
+        assert self.caller.violations == []
+        for text in self.session.received:
+            validate_client_event(text)
+        errors = [json.loads(t) for t in self.session.sent if json.loads(t)["type"] == "error"]
+        assert errors == []
+
+
+async def call(
+    caller: TwilioCaller,
+    model: Any,
+    *,
+    agent: Agent | None = None,
+    limits: CallLimits | None = None,
+    wrap_socket: Callable[[Any], Any] = lambda s: s,
+) -> Run:
+    events: list[CallEvent] = []
+    twilio_end, bridge_end = memory_socket_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(caller.run, twilio_end)
+        result = await run_call(wrap_socket(bridge_end), agent=agent or Agent(), backend=model,
+                                limits=limits, on_event=events.append)
+    return Run(result, caller, model, events)
+
+
+class SlowToConnect:
+    """A backend that takes `delay` seconds to open, like a far-away model."""
+
+    def __init__(self, inner: LocalRealtimeServer, delay: float) -> None:
+        self.inner, self.delay = inner, delay
+        self.sessions = inner.sessions
+
+    @asynccontextmanager
+    async def connect(self, model: str) -> AsyncIterator[RealtimeConnection]:
+        await trio.sleep(self.delay)
+        async with self.inner.connect(model) as connection:
+            yield connection
+
+
+GREETER = Agent(greeting="Greet the caller.")
+
+
+async def test_audio_is_bit_exact_both_ways_even_before_the_model_is_ready(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    model = LocalRealtimeServer(default_reply_ms=1500)
+    caller = TwilioCaller(utterances=[Utterance(at=0.2, duration=0.6)], hangup_at=4.0)
+    run = await call(caller, SlowToConnect(model, 0.7), agent=GREETER)
+
+    assert run.result.reason == "caller_hangup"
+    run.check_protocols()
+    session = run.session
+    # caller -> model: every frame, in order, including the 35 sent while connecting
+    assert bytes(session.input_audio) == bytes(caller.sent_audio)
+    assert len(caller.sent_audio) == 4.0 * 8000
+    assert json.loads(session.received[0])["type"] == "session.update"
+    assert not session.appends_before_session_update
+    # model -> caller: what the model produced is exactly what the phone played
+    produced = b"".join(bytes(a) for a in session.produced.values())
+    assert produced and caller.heard_audio() == produced
+    assert run.result.stats.frames_dropped == 0
+
+
+async def test_nothing_is_sent_to_twilio_before_start(autojump_clock: trio.testing.MockClock) -> None:
+    model = LocalRealtimeServer(default_reply_ms=500)
+    caller = TwilioCaller(start_delay=1.0, hangup_at=2.0)
+    run = await call(caller, model, agent=GREETER)
+    run.check_protocols()  # the caller flags anything received before `start`
+    first_media = min(t for t, m in caller.received if isinstance(m, tw.Media))
+    assert first_media >= caller.t0
+    assert caller.heard_audio() == b"".join(bytes(a) for a in run.session.produced.values())
+
+
+@pytest.mark.parametrize("speedup", [10.0, 1.25], ids=["generation-finished", "still-generating"])
+@pytest.mark.parametrize("barge_in_at", [0.37, 1.0, 1.61, 2.5])
+async def test_barge_in_clears_at_once_and_truncates_at_what_was_heard(
+    autojump_clock: trio.testing.MockClock, barge_in_at: float, speedup: float
+) -> None:
+    model = LocalRealtimeServer(default_reply_ms=3000, speedup=speedup)
+    caller = TwilioCaller(utterances=[Utterance(at=barge_in_at, duration=0.5)], hangup_at=6.0)
+    run = await call(caller, model, agent=GREETER)
+    run.check_protocols()
+    session = run.session
+
+    [speech_started] = run.times("speech_started")
+    [cleared] = caller.clears
+    assert cleared == speech_started  # same virtual instant: no queueing behind audio
+
+    [(item_id, audio_end_ms)] = session.truncations
+    first_item = next(iter(session.produced))
+    assert item_id == first_item
+    heard = caller.heard_audio(cleared)
+    produced = bytes(session.produced[item_id])
+    assert heard == produced[: len(heard)]  # bit-exact, and nothing else was played
+    # never beyond what was heard or produced, and within one frame of the truth
+    assert audio_end_ms * 8 <= len(heard) <= len(produced)
+    assert len(heard) - audio_end_ms * 8 < FRAME
+
+    # nothing of the interrupted response reached the caller after `clear`
+    after = caller.heard_audio()[len(heard):]
+    later = b"".join(bytes(a) for i, a in session.produced.items() if i != item_id)
+    assert after == later[: len(after)]
+    first = session.responses[0]
+    if speedup < 2 and barge_in_at < 2:  # 3 s of audio take 2.4 s to generate
+        assert (first.status, first.reason) == ("cancelled", "turn_detected")
+    else:
+        assert first.status == "completed"
+
+
+async def test_barge_in_before_any_audio_sends_no_clear_or_truncate(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    model = LocalRealtimeServer(default_reply_ms=3000, speedup=10)
+    caller = TwilioCaller(utterances=[Utterance(at=0.0, duration=0.5)], hangup_at=3.0)
+    run = await call(caller, SlowToConnect(model, 0.05), agent=Agent())
+    run.check_protocols()
+    assert caller.clears == []
+    assert run.session.truncations == []
+
+
+async def test_without_auto_cancel_the_bridge_cancels(autojump_clock: trio.testing.MockClock) -> None:
+    vad = attrs_replace(GREETER.turn_detection, interrupt_response=False)
+    agent = attrs_replace(GREETER, turn_detection=vad)
+    model = LocalRealtimeServer(default_reply_ms=4000, speedup=1.25)
+    caller = TwilioCaller(utterances=[Utterance(at=1.0, duration=0.5)], hangup_at=4.0)
+    run = await call(caller, model, agent=agent)
+    run.check_protocols()
+    cancels = [json.loads(t) for t in run.session.received
+               if json.loads(t)["type"] == "response.cancel"]
+    assert cancels == [{"type": "response.cancel", "response_id": run.session.responses[0].id}]
+    assert run.session.responses[0].reason == "client_cancelled"
+    assert len(caller.clears) == 1
+
+
+def attrs_replace(obj: Any, **changes: Any) -> Any:
+    import attrs
+
+    return attrs.evolve(obj, **changes)
+
+
+async def test_truncation_is_checked_by_the_models_own_rule(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Twilio echoes marks late (a slow network): the estimate must still stay within
+    # what was produced, or the API answers "Audio content of Xms is already shorter".
+    model = LocalRealtimeServer(default_reply_ms=800, speedup=10)
+    caller = TwilioCaller(utterances=[Utterance(at=2.0, duration=0.5)], hangup_at=4.0)
+    run = await call(caller, model, agent=GREETER)
+    run.check_protocols()  # includes: the model sent no `error`
+    assert caller.clears == []  # all 800 ms had played: nothing to clear or cut
+    assert run.session.truncations == []
+
+
+# --- ends of calls -------------------------------------------------------------------
+
+
+async def test_stop_closes_the_model_promptly(autojump_clock: trio.testing.MockClock) -> None:
+    model = LocalRealtimeServer(default_reply_ms=10_000, speedup=1.0)
+    caller = TwilioCaller(hangup_at=1.0)
+    run = await call(caller, model, agent=GREETER)
+    assert run.result.reason == "caller_hangup"
+    assert run.session.closed
+    assert not caller.closed_by_server  # we waited for Twilio's close instead of racing it
+    assert run.times("end")[0] - (caller.t0 + 1.0) < 0.01
+
+
+async def test_socket_closed_without_stop(autojump_clock: trio.testing.MockClock) -> None:
+    run = await call(TwilioCaller(hangup_at=1.0, send_stop=False), LocalRealtimeServer())
+    assert run.result.reason == "twilio_closed"
+    assert run.session.closed
+
+
+class ClosesAfter:
+    """A model that hangs up on us after `delay` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    @asynccontextmanager
+    async def connect(self, model: str) -> AsyncIterator[RealtimeConnection]:
+        client, server = memory_socket_pair()
+
+        async def close_later() -> None:
+            await trio.sleep(self.delay)
+            await server.aclose(1011)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(close_later)
+            from callbridge.backend import EventConnection
+
+            yield EventConnection(client)
+            nursery.cancel_scope.cancel()
+
+
+async def test_model_closing_closes_twilio(autojump_clock: trio.testing.MockClock) -> None:
+    caller = TwilioCaller(hangup_at=30.0)
+    run = await call(caller, ClosesAfter(2.0))
+    assert run.result.reason == "model_closed"
+    assert caller.closed_by_server  # so Twilio runs the next TwiML verb
+
+
+class Unreachable:
+    @asynccontextmanager
+    async def connect(self, model: str) -> AsyncIterator[RealtimeConnection]:
+        await trio.sleep(1.0)
+        raise ModelConnectError("cannot connect to wss://example.invalid: OSError")
+        yield  # pragma: no cover
+
+
+async def test_model_unreachable_ends_the_call_cleanly(autojump_clock: trio.testing.MockClock) -> None:
+    caller = TwilioCaller(hangup_at=30.0)
+    run = await call(caller, Unreachable())
+    assert (run.result.reason, run.result.detail) == (
+        "model_error", "cannot connect to wss://example.invalid: OSError")
+    assert caller.closed_by_server
+
+
+async def test_no_start(autojump_clock: trio.testing.MockClock) -> None:
+    caller = TwilioCaller(send_start=False, hangup_at=60.0)
+    run = await call(caller, LocalRealtimeServer(), limits=CallLimits(start_timeout=3.0))
+    assert run.result.reason == "no_start"
+    assert caller.closed_by_server
+
+
+# --- stalls and bad input ----------------------------------------------------------------
+
+
+class Stalled:
+    """A model that accepts the connection, then never reads or writes again."""
+
+    @asynccontextmanager
+    async def connect(self, model: str) -> AsyncIterator[RealtimeConnection]:
+        class Connection:
+            async def send(self, event: rt.ClientEvent) -> None:
+                await trio.sleep_forever()
+
+            async def receive(self) -> rt.ServerEvent | None:
+                await trio.sleep_forever()
+                raise AssertionError  # pragma: no cover
+
+        yield Connection()
+
+
+async def test_stalled_model_keeps_memory_bounded_and_stop_still_works(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    caller = TwilioCaller(hangup_at=20.0)
+    limits = CallLimits(caller_buffer_frames=100)
+    run = await call(caller, Stalled(), limits=limits)
+    stats = run.result.stats
+    assert run.result.reason == "caller_hangup"
+    assert stats.frames_in == 1000
+    assert stats.frames_to_model == 0
+    # the buffer held its 100 newest frames; the rest were dropped and counted
+    assert stats.frames_dropped == 1000 - 100
+
+
+class SlowTwilio:
+    """The bridge's end of a Twilio socket that stops taking writes after `after` sends."""
+
+    def __init__(self, inner: Any, after: int) -> None:
+        self.inner, self.after, self.sends = inner, after, 0
+
+    async def send(self, text: str) -> None:
+        self.sends += 1
+        if self.sends > self.after:
+            await trio.sleep_forever()
+        await self.inner.send(text)
+
+    async def receive(self) -> str | bytes | None:
+        return await self.inner.receive()  # type: ignore[no-any-return]
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        await self.inner.aclose(code, reason)
+
+
+class BoundedPipe:
+    """The local model behind a socket with a small buffer, like TCP: a client that
+    stops reading stops the server's writes."""
+
+    def __init__(self, inner: LocalRealtimeServer) -> None:
+        self.inner, self.sessions = inner, inner.sessions
+
+    @asynccontextmanager
+    async def connect(self, model: str) -> AsyncIterator[RealtimeConnection]:
+        from callbridge.backend import EventConnection
+
+        client, server = memory_socket_pair(buffer=4)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.inner.serve, server)
+            try:
+                yield EventConnection(client)
+            finally:
+                await client.aclose()  # never blocks: memory channels close at once
+
+
+async def test_stalled_twilio_socket_bounds_playout_and_ends_the_call(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    model = BoundedPipe(LocalRealtimeServer(default_reply_ms=60_000, chunk_ms=20, speedup=50))
+    caller = TwilioCaller(hangup_at=60.0)
+    limits = CallLimits(playout_buffer_chunks=16, send_timeout=5.0)
+    run = await call(caller, model, agent=GREETER, limits=limits,
+                     wrap_socket=lambda s: SlowTwilio(s, after=10))
+    assert run.result.reason == "twilio_stalled"
+    # the model was read no faster than the playout took audio: 5 chunks sent, 16
+    # queued, a few in hand and in the pipe: a few dozen, not the 3000 of the reply
+    produced = len(model.sessions[0].produced[next(iter(model.sessions[0].produced))])
+    assert run.result.stats.chunks_out == 5
+    assert produced <= 32 * FRAME
+
+
+class Garbage:
+    """Interleaves malformed frames with Twilio's real ones."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.n = inner, 0
+
+    async def send(self, text: str) -> None:
+        await self.inner.send(text)
+
+    async def receive(self) -> str | bytes | None:
+        self.n += 1
+        if self.n % 25 == 0:
+            return [b"\x00\x01", "not json", "[]", '{"event": "media"}', '{"event": "bogus"}',
+                    '{"event":"mark","streamSid":"x","mark":{"name":"3:160:nope"}}'][self.n // 25 % 6]
+        return await self.inner.receive()  # type: ignore[no-any-return]
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        await self.inner.aclose(code, reason)
+
+
+async def test_malformed_frames_are_reported_and_lose_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    model = LocalRealtimeServer(default_reply_ms=1000)
+    caller = TwilioCaller(utterances=[Utterance(at=1.0, duration=0.4)], hangup_at=3.0)
+    run = await call(caller, model, agent=GREETER, wrap_socket=Garbage)
+    assert run.result.reason == "caller_hangup"
+    assert run.result.stats.protocol_errors >= 5
+    assert bytes(run.session.input_audio) == bytes(caller.sent_audio)
+
+
+async def test_dtmf_and_custom_parameters_reach_the_observer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    caller = TwilioCaller(hangup_at=2.0, dtmf=[(0.5, "4"), (1.0, "#")],
+                          custom_parameters={"tenant": "acme"})
+    run = await call(caller, LocalRealtimeServer())
+    assert [e.data["digit"] for e in run.events if e.kind == "dtmf"] == ["4", "#"]
+    assert run.result.custom_parameters == {"tenant": "acme"}
+    assert run.result.call_sid == caller.call_sid
+
+
+async def test_many_calls_are_isolated(autojump_clock: trio.testing.MockClock) -> None:
+    """25 concurrent calls, one with a model that dies: the others are untouched."""
+    runs: list[Run] = []
+
+    async def one(i: int) -> None:
+        model: Any = ClosesAfter(1.0) if i == 7 else LocalRealtimeServer(default_reply_ms=2000)
+        caller = TwilioCaller(utterances=[Utterance(at=0.5 + i * 0.05, duration=0.4)],
+                              hangup_at=4.0, stream_sid=f"MZ{i:032x}")
+        runs.append(await call(caller, model, agent=GREETER))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(25):
+            nursery.start_soon(one, i)
+    reasons = sorted(r.result.reason for r in runs)
+    assert reasons == ["caller_hangup"] * 24 + ["model_closed"]
+    for run in runs:
+        if run.result.reason == "caller_hangup":
+            run.check_protocols()
+            assert bytes(run.session.input_audio) == bytes(run.caller.sent_audio)
+            assert len(run.session.truncations) == 1
