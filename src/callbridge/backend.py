@@ -102,21 +102,20 @@ class OpenAIRealtime:
         from trio_websocket import HandshakeError, open_websocket_url
 
         url = realtime_url(self.base_url, model)
+        connected = False
         try:
-            cm = open_websocket_url(
+            async with open_websocket_url(
                 url,
                 extra_headers=[(b"Authorization", f"Bearer {self.api_key}".encode())],
                 max_message_size=self.max_message_size,
                 message_queue_size=16,
                 connect_timeout=self.connect_timeout,
                 disconnect_timeout=2.0,
-            )
-            ws = await cm.__aenter__()
+            ) as ws:
+                connected = True
+                yield EventConnection(TrioWebSocket(ws))
         except (OSError, HandshakeError, trio.TooSlowError) as exc:
+            if connected:
+                raise
             # never echo the request: it carries the key
             raise ModelConnectError(f"cannot connect to {url}: {type(exc).__name__}") from None
-        try:
-            yield EventConnection(TrioWebSocket(ws))
-        finally:
-            with trio.CancelScope(shield=True):
-                await cm.__aexit__(None, None, None)

@@ -165,7 +165,8 @@ class TwilioCaller:
                 await self._stream()
                 nursery.cancel_scope.cancel()
         except* SocketClosed:
-            self.closed_by_server = True
+            # a mark echo racing our own hang-up is not the server closing on us
+            self.closed_by_server = not self._hung_up
 
     async def _stream(self) -> None:
         chunk = 0
