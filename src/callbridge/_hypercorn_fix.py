@@ -47,5 +47,5 @@ def install() -> bool:
 
     setattr(protocol_send, _MARK, True)
     protocol_send.__wrapped__ = original  # type: ignore[attr-defined]
-    TCPServer.protocol_send = protocol_send
+    TCPServer.protocol_send = protocol_send  # type: ignore[method-assign]
     return True

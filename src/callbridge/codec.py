@@ -181,7 +181,7 @@ def _clear_from(raw: Mapping[str, Any], _: type) -> tw.Clear:
 
 
 def _dtmf_to(m: tw.Dtmf) -> dict[str, Any]:
-    d = {"event": "dtmf", "streamSid": m.stream_sid}
+    d: dict[str, Any] = {"event": "dtmf", "streamSid": m.stream_sid}
     _with_seq(d, m.sequence_number)
     d["dtmf"] = {"track": m.track, "digit": m.digit}
     return d
@@ -205,7 +205,9 @@ def _stop_to(m: tw.Stop) -> dict[str, Any]:
 
 
 def _stop_from(raw: Mapping[str, Any], _: type) -> tw.Stop:
-    stop = raw.get("stop") if isinstance(raw.get("stop"), Mapping) else {}
+    stop = raw.get("stop")
+    if not isinstance(stop, Mapping):
+        stop = {}
     return tw.Stop(
         stream_sid=_sid(raw),
         account_sid=str(stop.get("accountSid", "")),

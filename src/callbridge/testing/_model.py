@@ -48,6 +48,14 @@ from ..backend import EventConnection, RealtimeConnection
 from ..twilio import BYTES_PER_MS
 from . import _mulaw
 from ._mulaw import Brain, Reply, echo_brain, pattern_audio, scripted_brain, tone_brain
+from ._session import (
+    _SERVER_VAD,
+    _default_session,
+    _field,
+    _json_type,
+    _merge,
+    _PeerError,
+)
 
 __all__ = [
     "Brain",
@@ -110,93 +118,6 @@ class ServerSession:
     @property
     def input_ms(self) -> int:
         return len(self.input_audio) // BYTES_PER_MS
-
-
-class _PeerError(Exception):
-    """The client event is invalid: becomes an `error` event, the session goes on."""
-
-    def __init__(self, code: str, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.param = code, message, param
-
-
-_SERVER_VAD: dict[str, Any] = {
-    "type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
-    "silence_duration_ms": 500, "idle_timeout_ms": None, "create_response": True,
-    "interrupt_response": True,
-}
-_SEMANTIC_VAD: dict[str, Any] = {
-    "type": "semantic_vad", "eagerness": "auto", "create_response": True,
-    "interrupt_response": True,
-}
-
-
-def _default_session(session_id: str, model: str) -> dict[str, Any]:
-    return {
-        "type": "realtime", "object": "realtime.session", "id": session_id, "model": model,
-        "output_modalities": ["audio"],
-        "instructions": "You are a helpful voice assistant. (local test server)",
-        "tools": [], "tool_choice": "auto", "max_output_tokens": "inf", "tracing": None,
-        "truncation": "auto", "prompt": None, "include": None,
-        "audio": {
-            "input": {"format": {"type": "audio/pcmu"}, "transcription": None,
-                      "noise_reduction": None, "turn_detection": dict(_SERVER_VAD)},
-            "output": {"format": {"type": "audio/pcmu"}, "voice": "marin", "speed": 1.0},
-        },
-    }
-
-
-_JSON_TYPES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-               list: "an array", dict: "an object", type(None): "null"}
-
-
-def _json_type(value: Any) -> str:
-    return _JSON_TYPES.get(type(value), type(value).__name__)
-
-
-def _invalid_type(name: str, expected: str, value: Any) -> _PeerError:
-    return _PeerError("invalid_type", f"Invalid type for '{name}': expected {expected}, "
-                      f"but got {_json_type(value)} instead.", name)
-
-
-def _field(raw: Mapping[str, Any], name: str, kind: type, *, required: bool = True,
-           prefix: str = "") -> Any:
-    """`raw[name]` if it has JSON type `kind`; the API's errors otherwise (no coercion)."""
-    value = raw.get(name)
-    if value is None:
-        if required:
-            raise _PeerError("missing_required_parameter",
-                             f"Missing required parameter: '{prefix}{name}'.", prefix + name)
-        return None
-    if not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool)):
-        raise _invalid_type(prefix + name, _json_type(kind()), value)
-    return value
-
-
-def _merge(base: dict[str, Any], update: Mapping[str, Any], path: str) -> None:
-    """Apply a partial session in place: objects merge, anything else replaces."""
-    for key, value in update.items():
-        here = f"{path}.{key}"
-        if key == "turn_detection":
-            base[key] = _turn_detection(value, here)
-        elif isinstance(value, Mapping) and isinstance(base.get(key), dict) and key != "format":
-            _merge(base[key], value, here)
-        elif key in ("audio", "input", "output") and not isinstance(value, Mapping):
-            raise _invalid_type(here, "an object", value)
-        else:
-            base[key] = copy.deepcopy(value)
-
-
-def _turn_detection(value: Any, path: str) -> dict[str, Any] | None:
-    # the API replaces the whole object; omitted fields take their defaults
-    if value is None:
-        return None
-    kind = value.get("type") if isinstance(value, Mapping) else None
-    defaults = {"server_vad": _SERVER_VAD, "semantic_vad": _SEMANTIC_VAD}.get(str(kind))
-    if defaults is None or not isinstance(value, Mapping):
-        raise _PeerError("invalid_value", f"Invalid value: '{kind}'. Supported values are: "
-                         "'server_vad' and 'semantic_vad'.", f"{path}.type")
-    return defaults | dict(value)
 
 
 class _Connection:
