@@ -264,6 +264,13 @@ async def test_no_start(autojump_clock: trio.testing.MockClock) -> None:
     assert caller.closed_by_server
 
 
+async def test_hang_up_before_start_ends_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    caller = TwilioCaller(send_start=False, hangup_at=1.0)
+    run = await call(caller, LocalRealtimeServer(), limits=CallLimits(start_timeout=15.0))
+    assert run.result.reason == "caller_hangup"
+    assert run.times("end")[0] - caller.t0 < 1.1  # not after the 15 s start timeout
+
+
 # --- stalls and bad input ----------------------------------------------------------------
 
 

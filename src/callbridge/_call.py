@@ -186,11 +186,8 @@ class _Call:
             async with trio.open_nursery() as pumps:
                 self.pumps = pumps
                 pumps.start_soon(self.run_model)
+                pumps.start_soon(self.expect_start)
                 await self.restart_playout()
-                with trio.move_on_after(self.limits.start_timeout):
-                    await self.started.wait()
-                if not self.started.is_set():
-                    self.end("no_start", f"no `start` within {self.limits.start_timeout} s")
                 await self.ended.wait()
                 pumps.cancel_scope.cancel()
             # The model connection is closed now. After `stop` Twilio closes its end:
@@ -213,6 +210,12 @@ class _Call:
             custom_parameters=dict(start.custom_parameters) if start else {},
             stats=self.stats,
         )
+
+    async def expect_start(self) -> None:
+        with trio.move_on_after(self.limits.start_timeout):
+            await self.started.wait()
+            return
+        self.end("no_start", f"no `start` within {self.limits.start_timeout} s")
 
     async def close_twilio(self) -> None:
         with trio.CancelScope(shield=True, deadline=trio.current_time() + 2):
