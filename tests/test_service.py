@@ -284,3 +284,25 @@ async def test_model_endpoint_unreachable_or_refusing_is_a_connect_error() -> No
                     assert str(exc).startswith("cannot connect to ws://127.0.0.1:")
             nursery.cancel_scope.cancel()
     gc.collect()  # collect trio-websocket's stray sockets while the filter applies
+
+
+async def test_25_concurrent_calls_with_barge_in_over_real_sockets() -> None:
+    """bench/barge_in.py's scenario as a correctness check: 25 concurrent calls through a
+    hypercorn trio worker process, each interrupting the agent once. Timings are the
+    benchmark's business; here every call must be intact and no truncation may claim
+    more than the caller heard (beyond rounding) or than the model produced."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "bench" / "barge_in.py"
+    spec = importlib.util.spec_from_file_location("bench_barge_in", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with trio.fail_after(120):
+        result = await bench.run(25)
+    assert result["failures"] == []
+    assert result["intact"] == 25 and len(result["rows"]) == 25
+    for row in result["rows"]:
+        assert not row["beyond_produced"]
+        assert row["truncation_error_ms"] > -1

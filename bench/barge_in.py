@@ -1,0 +1,165 @@
+"""Barge-in over real sockets: N concurrent calls through `hypercorn --worker-class trio`.
+
+    python bench/barge_in.py [--calls 25] [--json out.json]
+
+Starts the local realtime server (in this process, on loopback), callbridge under
+hypercorn's trio worker (a subprocess) pointed at it, and N synthetic Twilio callers
+who each interrupt the agent's greeting once. For every call it checks the audio
+both ways bit for bit and measures:
+
+* clear latency: the model sending `speech_started` -> the caller receiving `clear`;
+* truncation error: bytes the caller really heard of the item minus `audio_end_ms * 8`
+  (positive: the bridge claimed less than was heard; it must never be negative beyond
+  a frame, and never exceed what was produced).
+
+It prints a table and exits non-zero if any call was not intact. Measurement only:
+the test suite checks correctness, this reports numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from callbridge._sockets import MessageSocket
+from callbridge.testing import (
+    LocalRealtimeServer,
+    TwilioCaller,
+    Utterance,
+    dial_twilio_stream,
+    serve_realtime_websocket,
+)
+
+
+class StampedServer(LocalRealtimeServer):
+    """Records when each connection sent `speech_started`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.speech_started_at: dict[int, float] = {}
+
+    async def serve(self, socket: MessageSocket, *, model: str = "gpt-realtime") -> None:
+        index = len(self.sessions)
+        stamps = self.speech_started_at
+
+        class Stamped:
+            async def send(self, text: str) -> None:
+                await socket.send(text)
+                if '"input_audio_buffer.speech_started"' in text and index not in stamps:
+                    stamps[index] = trio.current_time()
+
+            async def receive(self) -> str | bytes | None:
+                return await socket.receive()
+
+            async def aclose(self, code: int = 1000, reason: str = "") -> None:
+                await socket.aclose(code, reason)
+
+        await super().serve(Stamped(), model=model)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def run(calls: int) -> dict[str, Any]:
+    model = StampedServer(default_reply_ms=3000, speedup=10)
+    port = _free_port()
+    async with trio.open_nursery() as nursery:
+        model_port = await nursery.start(partial(serve_realtime_websocket, model))
+        env = os.environ | {"OPENAI_API_KEY": "sk-local", "CALLBRIDGE_GREETING": "Say hello.",
+                            "OPENAI_BASE_URL": f"http://127.0.0.1:{model_port}/v1"}
+        server = subprocess.Popen(
+            [sys.executable, "-m", "hypercorn", "--worker-class", "trio", "-b",
+             f"127.0.0.1:{port}", "callbridge.app:app"], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with trio.fail_after(20):
+                while True:
+                    try:
+                        await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
+                        break
+                    except OSError:
+                        await trio.sleep(0.05)
+            callers: list[TwilioCaller] = []
+
+            async def one(i: int) -> None:
+                caller = TwilioCaller(utterances=[Utterance(at=0.8 + 0.04 * i, duration=0.4)],
+                                      hangup_at=3.5, stream_sid=f"MZ{i:032x}",
+                                      custom_parameters={"index": str(i)})
+                callers.append(caller)
+                await dial_twilio_stream(caller, f"ws://127.0.0.1:{port}/media-stream")
+
+            with trio.fail_after(60):
+                async with trio.open_nursery() as calls_nursery:
+                    for i in range(calls):
+                        calls_nursery.start_soon(one, i)
+                while not all(s.closed for s in model.sessions):
+                    await trio.sleep(0.05)
+        finally:
+            server.terminate()
+            server.wait(10)
+        nursery.cancel_scope.cancel()
+
+    rows, failures = [], []
+    by_sid = {c.stream_sid: c for c in callers}
+    for index, session in enumerate(model.sessions):
+        # each session's input audio starts with its caller's: match them up
+        caller = next(c for c in by_sid.values()
+                      if bytes(session.input_audio) == bytes(c.sent_audio))
+        problems = []
+        if caller.violations:
+            problems.append(f"Twilio protocol: {caller.violations[:2]}")
+        if len(caller.clears) != 1 or len(session.truncations) != 1:
+            problems.append(f"{len(caller.clears)} clears, {len(session.truncations)} truncations")
+        else:
+            item_id, end_ms = session.truncations[0]
+            heard = caller.heard_audio(caller.clears[0])
+            produced = bytes(session.produced[item_id])
+            if heard != produced[: len(heard)]:
+                problems.append("heard audio differs from produced audio")
+            rows.append({
+                "clear_latency_ms": (caller.clears[0] - model.speech_started_at[index]) * 1000,
+                "truncation_error_ms": len(heard) / 8 - end_ms,
+                "beyond_produced": end_ms * 8 > len(produced),
+            })
+        if problems:
+            failures.append({"stream": caller.stream_sid, "problems": problems})
+    return {"calls": calls, "intact": calls - len(failures), "failures": failures, "rows": rows}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=25, help="concurrent calls (default 25)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    result = trio.run(run, args.calls)
+    latencies = sorted(r["clear_latency_ms"] for r in result["rows"])
+    errors = [r["truncation_error_ms"] for r in result["rows"]]
+    print(f"calls intact: {result['intact']}/{result['calls']}")
+    if latencies:
+        print(f"clear latency ms: p50 {statistics.median(latencies):.2f}  "
+              f"max {latencies[-1]:.2f}")
+        print(f"truncation error ms (heard - audio_end_ms): min {min(errors):.2f}  "
+              f"max {max(errors):.2f}; beyond produced: "
+              f"{sum(r['beyond_produced'] for r in result['rows'])}")
+    for failure in result["failures"]:
+        print("FAILED", failure)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0 if not result["failures"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
