@@ -304,6 +304,59 @@ async def test_stalled_model_keeps_memory_bounded_and_stop_still_works(
     assert stats.frames_dropped == 1000 - 100
 
 
+class StopsReading:
+    """The local model behind a small pipe that stops reading client frames after
+    `after` of them (it still finishes what it is saying): a model side that stalls."""
+
+    def __init__(self, inner: LocalRealtimeServer, after: int) -> None:
+        self.inner, self.after, self.sessions = inner, after, inner.sessions
+
+    @asynccontextmanager
+    async def connect(self, model: str) -> AsyncIterator[RealtimeConnection]:
+        from callbridge.backend import EventConnection
+
+        client, server = memory_socket_pair(buffer=4)
+        after = self.after
+
+        class Deaf:
+            n = 0
+
+            async def send(self, text: str) -> None:
+                await server.send(text)
+
+            async def receive(self) -> str | bytes | None:
+                self.n += 1
+                if self.n > after:
+                    await trio.sleep_forever()
+                return await server.receive()
+
+            async def aclose(self, code: int = 1000, reason: str = "") -> None:
+                await server.aclose(code, reason)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.inner.serve, Deaf())
+            try:
+                yield EventConnection(client)
+            finally:
+                await client.aclose()
+                nursery.cancel_scope.cancel()
+
+
+async def test_marks_and_stop_are_handled_while_the_model_side_stalls(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    model = StopsReading(LocalRealtimeServer(default_reply_ms=2000, speedup=10), after=30)
+    caller = TwilioCaller(hangup_at=10.0)
+    run = await call(caller, model, agent=GREETER, limits=CallLimits(caller_buffer_frames=50))
+    stats = run.result.stats
+    assert run.result.reason == "caller_hangup"
+    # the whole 2 s greeting played and every mark came back and was counted
+    assert caller.heard_audio() == bytes(next(iter(run.session.produced.values())))
+    assert stats.marks_played == stats.chunks_out == 20
+    # while caller audio beyond the bounded buffer was dropped, and counted
+    assert stats.frames_dropped > 400 and stats.frames_to_model < 60
+
+
 class SlowTwilio:
     """The bridge's end of a Twilio socket that stops taking writes after `after` sends."""
 
