@@ -306,3 +306,20 @@ async def test_25_concurrent_calls_with_barge_in_over_real_sockets() -> None:
     for row in result["rows"]:
         assert not row["beyond_produced"]
         assert row["truncation_error_ms"] > -1
+
+
+async def test_without_a_key_the_service_answers_with_the_echo_agent() -> None:
+    """Offline default: no OPENAI_API_KEY, and a Twilio-style call still gets an agent,
+    which says back what the caller said."""
+    app = create_app(Settings())
+    caller = TwilioCaller(utterances=[Utterance(at=0.3, duration=0.6)], hangup_at=2.5)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            host = await _hypercorn(app, nursery)
+            await dial_twilio_stream(caller, f"ws://{host}/media-stream")
+            nursery.cancel_scope.cancel()
+    assert caller.violations == []
+    heard = caller.heard_audio()
+    spoken = bytes(caller.sent_audio)
+    # the echo is the caller's own speech, played back whole (silence trimmed)
+    assert len(heard) >= 0.5 * 8000 and heard in spoken

@@ -22,7 +22,8 @@ def _parser() -> argparse.ArgumentParser:
         help="run the service under hypercorn's trio worker",
         description=(
             "Serve the Twilio voice webhook (/incoming-call) and Media Streams WebSocket "
-            "(/media-stream). Configuration comes from the environment (OPENAI_API_KEY, "
+            "(/media-stream). Without OPENAI_API_KEY it runs offline: calls are answered by a "
+            "local echo agent. Configuration comes from the environment (OPENAI_API_KEY, "
             "OPENAI_BASE_URL, CALLBRIDGE_PUBLIC_URL, CALLBRIDGE_TRUST_PROXY, CALLBRIDGE_MODEL, "
             "CALLBRIDGE_VOICE, CALLBRIDGE_INSTRUCTIONS, CALLBRIDGE_GREETING, HOST, PORT); "
             "the options below override HOST and PORT. Same as "
@@ -57,8 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     config.bind = [f"{args.host or settings.host}:{args.port or settings.port}"]
     config.accesslog = None
     config.loglevel = args.log_level.upper()
+    from .app import OFFLINE_NOTICE
+
+    if settings.offline:
+        print(f"callbridge: {OFFLINE_NOTICE}", flush=True)
+    model = "local echo agent" if settings.offline else f"model {settings.model}"
     print(f"callbridge: serving on http://{config.bind[0]} "
-          f"(webhook /incoming-call, stream /media-stream, model {settings.model})", flush=True)
+          f"(webhook /incoming-call, stream /media-stream, {model})", flush=True)
     return run(config)
 
 

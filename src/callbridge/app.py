@@ -39,6 +39,21 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
+OFFLINE_NOTICE = (
+    "OPENAI_API_KEY is not set: OFFLINE MODE. Calls are answered by callbridge's local "
+    "echo agent (it repeats what the caller says), not by an OpenAI model."
+)
+
+
+def backend_for(settings: Settings) -> RealtimeBackend:
+    """OpenAI's Realtime API, or offline (no key) the local echo agent."""
+    if settings.openai_api_key is None:
+        from .testing import LocalRealtimeServer, echo_brain
+
+        return LocalRealtimeServer(echo_brain())
+    return OpenAIRealtime(api_key=settings.openai_api_key, base_url=settings.openai_base_url)
+
+
 class CallbridgeApp(QuartTrio):
     """QuartTrio plus the media-stream endpoint and the call's configuration.
 
@@ -71,8 +86,9 @@ class CallbridgeApp(QuartTrio):
         if self.call_agent is None:
             self.call_agent = self.settings.agent()
         if self.call_backend is None:
-            self.call_backend = OpenAIRealtime(
-                api_key=self.settings.openai_api_key, base_url=self.settings.openai_base_url)
+            self.call_backend = backend_for(self.settings)
+        if self.settings.offline:
+            log.warning(OFFLINE_NOTICE)
         log.info("callbridge ready: model %s, voice %s", self.call_agent.model, self.call_agent.voice)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]

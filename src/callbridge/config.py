@@ -49,7 +49,7 @@ class Settings:
 
     | variable | meaning |
     |---|---|
-    | `OPENAI_API_KEY` | key for the OpenAI Realtime API (required) |
+    | `OPENAI_API_KEY` | key for the OpenAI Realtime API; unset: offline, the local echo agent |
     | `OPENAI_BASE_URL` | API base, default `https://api.openai.com/v1` |
     | `CALLBRIDGE_PUBLIC_URL` | the service's public `https://host[/prefix]`, as Twilio reaches it |
     | `CALLBRIDGE_TRUST_PROXY` | honour `X-Forwarded-Proto`/`-Host` (only behind your own proxy) |
@@ -59,7 +59,7 @@ class Settings:
     | `HOST`, `PORT` | where `callbridge serve` listens (default `0.0.0.0:8000`) |
     """
 
-    openai_api_key: str = attrs.field(repr=False)
+    openai_api_key: str | None = attrs.field(default=None, repr=False)
     openai_base_url: str = DEFAULT_BASE_URL
     public_url: str | None = None
     trust_proxy: bool = False
@@ -73,9 +73,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        key = env.get("OPENAI_API_KEY", "").strip()
-        if not key:
-            raise ConfigError("OPENAI_API_KEY is not set: the service needs it to reach the model")
+        key = env.get("OPENAI_API_KEY", "").strip() or None
         port_text = env.get("PORT", "8000").strip()
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise ConfigError(f"PORT={port_text!r}: expected a port number 1-65535")
@@ -99,6 +97,11 @@ class Settings:
             host=env.get("HOST", "0.0.0.0").strip() or "0.0.0.0",
             port=int(port_text),
         )
+
+    @property
+    def offline(self) -> bool:
+        """No API key: calls are answered by the local echo agent, not OpenAI."""
+        return self.openai_api_key is None
 
     def agent(self) -> Agent:
         return Agent(
