@@ -39,7 +39,25 @@ _EXPORTS = {
     "RealtimeConnection": "backend",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Agent",
+    "CallEvent",
+    "CallLimits",
+    "CallResult",
+    "CallStats",
+    "LocalProtocolError",
+    "MessageSocket",
+    "ModelConnectError",
+    "OpenAIRealtime",
+    "PHONE_TURN_DETECTION",
+    "ProtocolError",
+    "RealtimeBackend",
+    "RealtimeConnection",
+    "RemoteProtocolError",
+    "SocketClosed",
+    "memory_socket_pair",
+    "run_call",
+]
 __version__ = "0.1.0"
 
 
