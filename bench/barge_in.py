@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 from functools import partial
 from pathlib import Path
@@ -37,6 +34,7 @@ from callbridge.testing import (
     TwilioCaller,
     Utterance,
     dial_twilio_stream,
+    hypercorn_process,
     serve_realtime_websocket,
 )
 
@@ -67,31 +65,13 @@ class StampedServer(LocalRealtimeServer):
         await super().serve(Stamped(), model=model)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def run(calls: int) -> dict[str, Any]:
     model = StampedServer(default_reply_ms=3000, speedup=10)
-    port = _free_port()
     async with trio.open_nursery() as nursery:
         model_port = await nursery.start(partial(serve_realtime_websocket, model))
-        env = os.environ | {"OPENAI_API_KEY": "sk-local", "CALLBRIDGE_GREETING": "Say hello.",
-                            "OPENAI_BASE_URL": f"http://127.0.0.1:{model_port}/v1"}
-        server = subprocess.Popen(
-            [sys.executable, "-m", "hypercorn", "--worker-class", "trio", "-b",
-             f"127.0.0.1:{port}", "callbridge.app:app"], env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            with trio.fail_after(20):
-                while True:
-                    try:
-                        await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
-                        break
-                    except OSError:
-                        await trio.sleep(0.05)
+        env = {"OPENAI_API_KEY": "sk-local", "CALLBRIDGE_GREETING": "Say hello.",
+               "OPENAI_BASE_URL": f"http://127.0.0.1:{model_port}/v1"}
+        async with hypercorn_process("callbridge.app:app", env) as server:
             callers: list[TwilioCaller] = []
 
             async def one(i: int) -> None:
@@ -99,7 +79,7 @@ async def run(calls: int) -> dict[str, Any]:
                                       hangup_at=3.5, stream_sid=f"MZ{i:032x}",
                                       custom_parameters={"index": str(i)})
                 callers.append(caller)
-                await dial_twilio_stream(caller, f"ws://127.0.0.1:{port}/media-stream")
+                await dial_twilio_stream(caller, f"ws://{server.host}/media-stream")
 
             with trio.fail_after(60):
                 async with trio.open_nursery() as calls_nursery:
@@ -107,9 +87,6 @@ async def run(calls: int) -> dict[str, Any]:
                         calls_nursery.start_soon(one, i)
                 while not all(s.closed for s in model.sessions):
                     await trio.sleep(0.05)
-        finally:
-            server.terminate()
-            server.wait(10)
         nursery.cancel_scope.cancel()
 
     rows, failures = [], []

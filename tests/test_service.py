@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -31,6 +32,7 @@ from callbridge.testing import (
     TwilioCaller,
     Utterance,
     dial_twilio_stream,
+    hypercorn_process,
     serve_realtime_websocket,
 )
 
@@ -167,7 +169,8 @@ async def test_hundreds_of_hangups_with_audio_flowing_both_ways() -> None:
             env = {"OPENAI_API_KEY": "sk-test-not-a-key",
                    "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
                    "CALLBRIDGE_GREETING": "Keep talking."}
-            async with hypercorn_process("callbridge.app:app", env) as (host, server):
+            async with hypercorn_process("callbridge.app:app", env) as server:
+                host = server.host
 
                 async def lane(n: int) -> None:
                     for i in range(per_lane):
@@ -195,50 +198,6 @@ async def test_hundreds_of_hangups_with_audio_flowing_both_ways() -> None:
     assert len(model.sessions) == lanes * per_lane
 
 
-@asynccontextmanager
-async def hypercorn_process(app: str, env: dict[str, str]) -> AsyncIterator[tuple[str, Any]]:
-    """`hypercorn --worker-class trio APP` in its own process, as users run it; yields
-    its address and a handle whose `.log()` is everything it printed."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = tempfile.TemporaryFile()
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "hypercorn", "--worker-class", "trio", "-b", f"127.0.0.1:{port}",
-         app], cwd=Path(__file__).parent, env=os.environ | env, stdout=log,
-        stderr=subprocess.STDOUT)
-
-    class Handle:
-        @staticmethod
-        def log() -> str:
-            log.seek(0)
-            return log.read().decode(errors="replace")
-
-    try:
-        with trio.fail_after(20):
-            while True:
-                try:
-                    await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
-                    break
-                except OSError:
-                    assert process.returncode is None, Handle.log()
-                    await trio.sleep(0.05)
-        yield f"127.0.0.1:{port}", Handle
-    finally:
-        process.terminate()
-        with trio.move_on_after(10):
-            await process.wait()
-        process.kill()
-        log.close()
-
-
 # trio-websocket's *client* leaves its socket to the garbage collector when the server
 # rejects the handshake or closes first; these tests cause exactly that on purpose.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -250,9 +209,10 @@ async def test_close_race_fix_keeps_the_worker_alive() -> None:
     from trio_websocket import open_websocket_url
 
     with trio.fail_after(180):
-        async with hypercorn_process("_race_app:app", {"RACE_FIX": "1"}) as (host, server):
+        async with hypercorn_process("_race_app:app", {"RACE_FIX": "1"},
+                                     cwd=Path(__file__).parent) as server:
             for _ in range(300):
-                async with open_websocket_url(f"ws://{host}/", connect_timeout=5,
+                async with open_websocket_url(f"ws://{server.host}/", connect_timeout=5,
                                               disconnect_timeout=2) as ws:
                     await ws.send_message("stop")
             assert "BusyResourceError" not in server.log()

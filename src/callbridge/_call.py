@@ -146,7 +146,6 @@ class _Call:
         self.detail = ""
         self.twilio_closed = trio.Event()
         self.send_lock = trio.Lock()
-        self.model: RealtimeConnection | None = None
         self.pumps: trio.Nursery | None = None
         self.playout_scope: trio.CancelScope | None = None
         self.playout_send: trio.MemorySendChannel[tuple[str, int, int, str]] | None = None
@@ -167,13 +166,16 @@ class _Call:
         assert self.start is not None
         return self.start.stream_sid
 
-    async def send_twilio(self, message: tw.Media | tw.Mark | tw.Clear) -> None:
-        """Send one message to Twilio; a send that hangs past `send_timeout` ends the call.
-        Shielded so a cancelled sender never leaves half a frame on the socket."""
-        text = codec.encode(message)
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + self.limits.send_timeout) as scope:
+    async def send_twilio(self, *messages: tw.Media | tw.Mark | tw.Clear) -> None:
+        """Send messages to Twilio, back to back; a send that hangs past `send_timeout`
+        ends the call. Shielded so a cancelled sender never leaves half a frame on the
+        socket."""
+        texts = [codec.encode(message) for message in messages]
+        deadline = trio.current_time() + self.limits.send_timeout
+        with trio.CancelScope(shield=True, deadline=deadline) as scope:
             async with self.send_lock:
-                await self.twilio.send(text)
+                for text in texts:
+                    await self.twilio.send(text)
         if scope.cancelled_caught:
             self.end("twilio_stalled", f"a send took over {self.limits.send_timeout} s")
             raise SocketClosed("send timed out")
@@ -277,7 +279,6 @@ class _Call:
     async def run_model(self) -> None:
         try:
             async with self.backend.connect(self.agent.model) as model:
-                self.model = model
                 await model.send(self.agent.session_update())
                 first = self.agent.first_response()
                 if first is not None:
@@ -390,8 +391,8 @@ class _Call:
                 sid = self.stream_sid
                 mark = self.playback.mark_name(item_id, end)
                 try:
-                    await self.send_twilio(tw.Media(stream_sid=sid, payload=payload))
-                    await self.send_twilio(tw.Mark(stream_sid=sid, name=mark))
+                    await self.send_twilio(tw.Media(stream_sid=sid, payload=payload),
+                                           tw.Mark(stream_sid=sid, name=mark))
                 except SocketClosed:
                     self.end("twilio_closed", "Twilio socket closed while sending")
                     return

@@ -22,7 +22,13 @@ from ._model import (
     scripted_brain,
     tone_brain,
 )
-from ._net import Handshake, dial_twilio_stream, serve_realtime_websocket
+from ._net import (
+    Handshake,
+    HypercornProcess,
+    dial_twilio_stream,
+    hypercorn_process,
+    serve_realtime_websocket,
+)
 from ._twilio import SILENCE_FRAME, Heard, TwilioCaller, Utterance, speech_frame
 
 __all__ = [
@@ -30,6 +36,7 @@ __all__ = [
     "Brain",
     "Handshake",
     "Heard",
+    "HypercornProcess",
     "LocalRealtimeServer",
     "Reply",
     "ResponseRecord",
@@ -38,6 +45,7 @@ __all__ = [
     "Utterance",
     "dial_twilio_stream",
     "echo_brain",
+    "hypercorn_process",
     "memory_socket_pair",
     "pattern_audio",
     "scripted_brain",

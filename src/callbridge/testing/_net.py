@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from functools import partial
-from typing import Protocol
+from pathlib import Path
+from typing import IO, Protocol
 
 import attrs
 import trio
@@ -12,7 +19,8 @@ import trio
 from .._sockets import MessageSocket, TrioWebSocket
 from ._twilio import TwilioCaller
 
-__all__ = ["Handshake", "dial_twilio_stream", "serve_realtime_websocket"]
+__all__ = ["Handshake", "HypercornProcess", "dial_twilio_stream", "hypercorn_process",
+           "serve_realtime_websocket"]
 
 
 class _Serves(Protocol):
@@ -67,3 +75,51 @@ async def dial_twilio_stream(caller: TwilioCaller, url: str, **headers: str) -> 
     async with open_websocket_url(url, extra_headers=extra, connect_timeout=5,
                                   disconnect_timeout=2) as ws:
         await caller.run(TrioWebSocket(ws))
+
+
+@attrs.frozen
+class HypercornProcess:
+    """A running `hypercorn --worker-class trio` process (see `hypercorn_process`)."""
+
+    host: str
+    _log: IO[bytes]
+
+    def log(self) -> str:
+        """Everything the server printed so far."""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+
+@asynccontextmanager
+async def hypercorn_process(
+    app: str, env: Mapping[str, str] | None = None, *, cwd: str | Path | None = None,
+    startup_timeout: float = 20.0,
+) -> AsyncIterator[HypercornProcess]:
+    """Run `hypercorn --worker-class trio APP` in its own process on a free loopback
+    port, as users run it, with `env` added to this process's environment; yields once
+    it accepts connections, and stops it on exit."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.TemporaryFile() as log:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "hypercorn", "--worker-class", "trio",
+             "-b", f"127.0.0.1:{port}", app],
+            cwd=cwd, env=os.environ | dict(env or {}), stdout=log, stderr=subprocess.STDOUT)
+        server = HypercornProcess(f"127.0.0.1:{port}", log)
+        try:
+            with trio.fail_after(startup_timeout):
+                while True:
+                    try:
+                        await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
+                        break
+                    except OSError:
+                        if process.returncode is not None:
+                            raise RuntimeError(f"hypercorn exited:\n{server.log()}") from None
+                        await trio.sleep(0.05)
+            yield server
+        finally:
+            process.terminate()
+            with trio.move_on_after(10):
+                await process.wait()
+            process.kill()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -227,8 +228,6 @@ class TwilioCaller:
                 self._clear(now)
 
     def _check_shape(self, text: str) -> None:
-        import json
-
         raw = json.loads(text) if text.startswith("{") else None
         if not isinstance(raw, dict):
             return
