@@ -13,7 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._call import CallEvent, CallLimits, CallResult, CallStats, run_call
+    from ._call import CallEvent, CallLimits, CallRefused, CallResult, CallStats, run_call
     from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
     from ._sockets import MessageSocket, SocketClosed, memory_socket_pair
     from .agent import PHONE_TURN_DETECTION, Agent
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "CallEvent": "_call",
     "CallLimits": "_call",
+    "CallRefused": "_call",
     "CallResult": "_call",
     "CallStats": "_call",
     "run_call": "_call",
@@ -43,6 +44,7 @@ __all__ = [
     "Agent",
     "CallEvent",
     "CallLimits",
+    "CallRefused",
     "CallResult",
     "CallStats",
     "LocalProtocolError",

@@ -42,7 +42,7 @@ from ._sockets import MessageSocket, SocketClosed, as_message_socket
 from .agent import Agent
 from .backend import ModelConnectError, OpenAIRealtime, RealtimeBackend, RealtimeConnection
 
-__all__ = ["CallEvent", "CallLimits", "CallResult", "CallStats", "run_call"]
+__all__ = ["CallEvent", "CallLimits", "CallRefused", "CallResult", "CallStats", "run_call"]
 
 log = logging.getLogger("callbridge.call")
 
@@ -62,6 +62,10 @@ class CallLimits:
     send_timeout: float = 10.0
     #: after `stop`, how long to wait for Twilio to close its socket before we do
     close_wait: float = 5.0
+
+
+class CallRefused(Exception):
+    """Raised by an `authorize` callback: this stream may not open a model session."""
 
 
 @attrs.define
@@ -95,7 +99,7 @@ class CallEvent:
 class CallResult:
     """How a call ended: `reason` is one of `caller_hangup` (Twilio `stop`),
     `twilio_closed` (socket closed without `stop`), `model_closed`, `model_error`,
-    `no_start`, `twilio_stalled`."""
+    `no_start`, `twilio_stalled`, `refused` (`authorize` raised `CallRefused`)."""
 
     reason: str
     detail: str = ""
@@ -130,8 +134,10 @@ class _Call:
         backend: RealtimeBackend,
         limits: CallLimits,
         on_event: Callable[[CallEvent], None] | None,
+        authorize: Callable[[tw.Start], None] | None,
     ) -> None:
         self.twilio = socket
+        self.authorize = authorize
         self.agent = agent
         self.backend = backend
         self.limits = limits
@@ -196,7 +202,7 @@ class _Call:
             # wait for that rather than race it. Otherwise, closing is our job (it is
             # how Twilio learns to run the next TwiML verb).
             if self.reason not in ("caller_hangup", "twilio_closed"):
-                await self.close_twilio()
+                await self.close_twilio(1008 if self.reason == "refused" else 1000)
             with trio.move_on_after(self.limits.close_wait):
                 await self.twilio_closed.wait()
             if not self.twilio_closed.is_set():
@@ -219,10 +225,10 @@ class _Call:
             return
         self.end("no_start", f"no `start` within {self.limits.start_timeout} s")
 
-    async def close_twilio(self) -> None:
+    async def close_twilio(self, code: int = 1000) -> None:
         with trio.CancelScope(shield=True, deadline=trio.current_time() + 2):
             try:
-                await self.twilio.aclose(1000)
+                await self.twilio.aclose(code)
             except Exception:  # already gone: there is nobody left to tell
                 log.debug("closing the Twilio socket failed", exc_info=True)
 
@@ -263,6 +269,13 @@ class _Call:
         elif isinstance(message, tw.Start):
             if self.start is None:
                 self.start = message
+                if self.authorize is not None:
+                    try:
+                        self.authorize(message)
+                    except CallRefused as exc:
+                        log.warning("refused stream %s: %s", message.stream_sid, exc)
+                        self.end("refused", str(exc))
+                        return
                 self.started.set()
                 self.emit("start", stream_sid=message.stream_sid, call_sid=message.call_sid,
                           custom_parameters=dict(message.custom_parameters))
@@ -277,6 +290,8 @@ class _Call:
     # --- model side --------------------------------------------------------------------
 
     async def run_model(self) -> None:
+        if self.authorize is not None:
+            await self.started.wait()  # nothing is paid for before `start` is authorized
         try:
             async with self.backend.connect(self.agent.model) as model:
                 await model.send(self.agent.session_update())
@@ -408,6 +423,7 @@ async def run_call(
     backend: RealtimeBackend | None = None,
     limits: CallLimits | None = None,
     on_event: Callable[[CallEvent], None] | None = None,
+    authorize: Callable[[tw.Start], None] | None = None,
 ) -> CallResult:
     """Bridge one accepted Twilio Media Streams WebSocket to a realtime model.
 
@@ -416,6 +432,11 @@ async def run_call(
     `aclose()` (see `callbridge.MessageSocket`). `backend` defaults to OpenAI's
     Realtime API configured from the environment. Returns when the call is over,
     with nothing left running; `on_event` sees what happens as it happens.
+
+    `authorize`, if given, is called with Twilio's `start` before the model is
+    connected (without it the connection opens in parallel with waiting for
+    `start`); raising `CallRefused` ends the call as `refused`, closing the Twilio
+    socket with 1008 and never opening a model session.
     """
     call = _Call(
         as_message_socket(twilio_socket),
@@ -423,6 +444,7 @@ async def run_call(
         backend or OpenAIRealtime.from_env(),
         limits or CallLimits(),
         on_event,
+        authorize,
     )
     return await call.run()
 

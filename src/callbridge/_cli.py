@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from functools import partial
 
 from .config import ConfigError, Settings
 
@@ -36,11 +37,46 @@ def _parser() -> argparse.ArgumentParser:
                        help="worker processes; calls are independent (default: 1)")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"], help="default: info")
+    demo = sub.add_parser(
+        "demo",
+        help="play a simulated call with barge-in (no keys, loopback only)",
+        description=(
+            "Start callbridge under hypercorn's trio worker, the local realtime model and a "
+            "synthetic Twilio caller, all on loopback in this process; play a short "
+            "conversation in which the caller interrupts the agent; print the timeline "
+            "(who spoke when, clear and truncation with their milliseconds, response "
+            "latency) and write the call's two audio tracks as WAV files. Needs no keys "
+            "and ignores OPENAI_API_KEY."
+        ),
+    )
+    demo.add_argument("--out", default="callbridge-demo", metavar="DIR",
+                      help="where to write caller.wav and agent.wav (default: ./callbridge-demo)")
+    demo.add_argument("--in-memory", action="store_true",
+                      help="no sockets: run the call in memory on virtual time (instant)")
     return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import trio
+    import trio.testing
+
+    from pathlib import Path
+
+    from ._demo import run_demo
+
+    out = Path(args.out)
+    if args.in_memory:
+        clock = trio.testing.MockClock(autojump_threshold=0)
+        trio.run(partial(run_demo, out, loopback=False), clock=clock)
+    else:
+        trio.run(partial(run_demo, out))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        return _demo(args)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -51,17 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     from hypercorn.config import Config
     from hypercorn.run import run
 
+    from .app import MAX_TWILIO_MESSAGE, OFFLINE_NOTICE, UNGUARDED_NOTICE
+
     config = Config()
     config.application_path = "callbridge.app:app"
     config.worker_class = "trio"
     config.workers = max(1, args.workers)
     config.bind = [f"{args.host or settings.host}:{args.port or settings.port}"]
     config.accesslog = None
+    config.websocket_max_message_size = MAX_TWILIO_MESSAGE  # refused as it streams in: 1009
     config.loglevel = args.log_level.upper()
-    from .app import OFFLINE_NOTICE
-
     if settings.offline:
         print(f"callbridge: {OFFLINE_NOTICE}", flush=True)
+    if settings.twilio_auth_token is None:
+        print(f"callbridge: WARNING: {UNGUARDED_NOTICE}", flush=True)
     model = "local echo agent" if settings.offline else f"model {settings.model}"
     print(f"callbridge: serving on http://{config.bind[0]} "
           f"(webhook /incoming-call, stream /media-stream, {model})", flush=True)

@@ -9,6 +9,7 @@ on a closed socket raises `SocketClosed`.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol, runtime_checkable
@@ -24,6 +25,8 @@ __all__ = [
     "as_message_socket",
     "memory_socket_pair",
 ]
+
+log = logging.getLogger("callbridge.sockets")
 
 
 class SocketClosed(Exception):
@@ -52,9 +55,13 @@ class AsgiSocket:
         self,
         receive: Callable[[], Awaitable[AsgiMessage]],
         send: Callable[[AsgiMessage], Awaitable[None]],
+        *,
+        max_message_size: int | None = None,
     ) -> None:
         self._receive = receive
         self._send = send
+        #: a bigger message closes the socket with 1009 and reads as the end
+        self.max_message_size = max_message_size
         self.closed = False
         #: the close code the client sent, once it disconnected
         self.close_code: int | None = None
@@ -70,7 +77,13 @@ class AsgiSocket:
         message = await self._receive()
         if message["type"] == "websocket.receive":
             text = message.get("text")
-            return text if text is not None else bytes(message.get("bytes") or b"")
+            data = text if text is not None else bytes(message.get("bytes") or b"")
+            if self.max_message_size is not None and len(data) > self.max_message_size:
+                log.warning("closing a websocket: a %d-character message (limit %d)",
+                            len(data), self.max_message_size)
+                await self.aclose(1009, "message too big")
+                return None
+            return data
         # websocket.disconnect: the client's close (or the connection's loss) arrived
         self.closed = True
         self.close_code = int(message.get("code", 1005))

@@ -4,6 +4,11 @@
     POST /incoming-call  Twilio voice webhook (GET too): TwiML `<Connect><Stream>`
     WS   /media-stream   Twilio Media Streams -> `run_call`
 
+With `TWILIO_AUTH_TOKEN` set, only Twilio gets in (see `callbridge._guard`): the
+webhook and the stream upgrade must be signed for the service's public URL, and
+the stream must bring back the token the webhook put in its TwiML, before a model
+session is opened. Caller frames over `MAX_TWILIO_MESSAGE` end the call (1009).
+
 The media stream is served straight from ASGI messages, not through quart's
 WebSocket wrapper: it is the per-frame hot path, and it needs to see the client's
 close as an event (`websocket.disconnect`) rather than as a cancellation, so the
@@ -14,15 +19,16 @@ so you can add routes to `app`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from . import _hypercorn_fix, twiml
+from . import _hypercorn_fix, signature, streamtoken, twiml
 from ._call import run_call
+from ._guard import TwilioGuard
 from ._sockets import AsgiSocket
 from .agent import Agent
 from .backend import OpenAIRealtime, RealtimeBackend
@@ -33,6 +39,8 @@ __all__ = ["CallbridgeApp", "create_app", "app"]
 log = logging.getLogger("callbridge.app")
 
 MEDIA_PATH = "/media-stream"
+#: Twilio's frames are a few hundred bytes; `start` with many parameters a few KiB
+MAX_TWILIO_MESSAGE = 64 * 1024
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -42,6 +50,12 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 OFFLINE_NOTICE = (
     "OPENAI_API_KEY is not set: OFFLINE MODE. Calls are answered by callbridge's local "
     "echo agent (it repeats what the caller says), not by an OpenAI model."
+)
+
+UNGUARDED_NOTICE = (
+    "TWILIO_AUTH_TOKEN is not set: signatures are NOT checked. Anyone who can reach this "
+    "service can place calls through it and open model sessions on your key. Set it before "
+    "exposing the service."
 )
 
 
@@ -74,6 +88,7 @@ class CallbridgeApp(QuartTrio):
         self.call_agent = agent
         self.call_backend = backend
         self.active_calls = 0
+        self.guard: TwilioGuard | None = None
         self.before_serving(self._configure)
         self.add_url_rule("/", "health", self._health, methods=["GET"])
         self.add_url_rule("/incoming-call", "incoming_call", self._incoming_call,
@@ -89,23 +104,42 @@ class CallbridgeApp(QuartTrio):
             self.call_backend = backend_for(self.settings)
         if self.settings.offline:
             log.warning(OFFLINE_NOTICE)
+        if self.settings.twilio_auth_token:
+            self.guard = TwilioGuard(self.settings.twilio_auth_token,
+                                     allow_unsigned_streams=self.settings.allow_unsigned_streams)
+        else:
+            log.warning(UNGUARDED_NOTICE)
         log.info("callbridge ready: model %s, voice %s", self.call_agent.model, self.call_agent.voice)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
         if scope["type"] == "websocket" and scope["path"] == MEDIA_PATH:
-            await self._media_stream(receive, send)
+            await self._media_stream(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)  # type: ignore[arg-type]
 
-    async def _media_stream(self, receive: Receive, send: Send) -> None:
+    async def _media_stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
         assert self.call_agent is not None and self.call_backend is not None
+        guard = self.guard
+        if guard is not None:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                       for k, v in scope["headers"]}
+            url = self.stream_url(headers)
+            if scope.get("query_string"):
+                url += "?" + scope["query_string"].decode("latin-1")
+            header = headers.get(signature.HEADER.lower())
+            if not guard.upgrade_ok(url, header):
+                log.warning("refused a media stream: %s X-Twilio-Signature for %s",
+                            "missing" if header is None else "wrong", url)
+                await send({"type": "websocket.close", "code": 1008})  # before accept: 403
+                return
         await send({"type": "websocket.accept"})
-        socket = AsgiSocket(receive, send)
+        socket = AsgiSocket(receive, send, max_message_size=MAX_TWILIO_MESSAGE)
         self.active_calls += 1
         try:
-            result = await run_call(socket, agent=self.call_agent, backend=self.call_backend)
+            result = await run_call(socket, agent=self.call_agent, backend=self.call_backend,
+                                    authorize=guard.authorize if guard else None)
         except Exception:
             log.exception("call failed")
             await socket.aclose(1011)
@@ -119,25 +153,55 @@ class CallbridgeApp(QuartTrio):
     async def _health(self) -> dict[str, Any]:
         return {"status": "ok", "active_calls": self.active_calls}
 
-    def stream_url(self) -> str:
-        """`wss://HOST[/prefix]/media-stream`: the public URL when configured, else the
-        request's host (and forwarded host, only when a proxy is trusted)."""
+    def public_base(self, headers: Mapping[str, str], scheme: str = "https") -> str:
+        """`scheme://host[/prefix]` as Twilio addresses this service: the configured
+        public URL, else the request's `Host` (and, only when a proxy is trusted, its
+        `X-Forwarded-Proto` and `-Host`). `headers` have lower-case names."""
         settings = self.settings
         if settings is not None and settings.public_url:
-            parts = urlsplit(settings.public_url)
-            return f"wss://{parts.netloc}{parts.path}{MEDIA_PATH}"
-        host = request.headers.get("Host", "localhost")
+            return settings.public_url
+        host = headers.get("host", "localhost")
         if settings is not None and settings.trust_proxy:
-            forwarded = request.headers.get("X-Forwarded-Host", "")
-            host = forwarded.split(",")[0].strip() or host
-        return f"wss://{host}{MEDIA_PATH}"
+            host = _first(headers.get("x-forwarded-host")) or host
+            scheme = _first(headers.get("x-forwarded-proto")) or scheme
+        return f"{scheme}://{host}"
+
+    def stream_url(self, headers: Mapping[str, str]) -> str:
+        """`wss://host[/prefix]/media-stream`, the URL the TwiML sends Twilio to."""
+        parts = urlsplit(self.public_base(headers))
+        return f"wss://{parts.netloc}{parts.path}{MEDIA_PATH}"
 
     async def _incoming_call(self) -> Response:
+        headers = {k.lower(): v for k, v in request.headers.items()}
         form = await request.form if request.method == "POST" else request.args
+        guard = self.guard
+        if guard is not None:
+            url = self.public_base(headers, request.scheme) + request.path
+            if request.query_string:
+                url += "?" + request.query_string.decode("latin-1")
+            header = request.headers.get(signature.HEADER)
+            if "bodySHA256" in request.args:
+                raw = await request.get_data(as_text=False)
+                ok = guard.webhook_ok(url, header, body=raw.encode() if isinstance(raw, str) else raw)
+            else:
+                params = form.to_dict(flat=False) if request.method == "POST" else None
+                ok = guard.webhook_ok(url, header, form=params)
+            if not ok:
+                log.warning("refused a webhook: %s X-Twilio-Signature for %s",
+                            "missing" if header is None else "wrong", url)
+                return Response("invalid Twilio signature\n", 403, content_type="text/plain")
         parameters = {name: form[key] for key, name in
                       [("From", "from"), ("To", "to"), ("CallSid", "call_sid")] if form.get(key)}
-        body = twiml.connect_stream(self.stream_url(), parameters=parameters, name="callbridge")
+        if guard is not None:
+            parameters[streamtoken.PARAMETER] = guard.stream_token(form.get("CallSid", ""))
+        body = twiml.connect_stream(self.stream_url(headers), parameters=parameters,
+                                    name="callbridge")
         return Response(body, content_type="text/xml")
+
+
+def _first(value: str | None) -> str:
+    """The first of a comma-separated proxy header: the hop nearest the client."""
+    return (value or "").split(",")[0].strip()
 
 
 def create_app(

@@ -57,6 +57,8 @@ class Settings:
     | `CALLBRIDGE_INSTRUCTIONS` | the agent's instructions (system prompt) |
     | `CALLBRIDGE_GREETING` | if set, the agent speaks first, following these instructions |
     | `HOST`, `PORT` | where `callbridge serve` listens (default `0.0.0.0:8000`) |
+    | `TWILIO_AUTH_TOKEN` | check Twilio's signatures and the stream token; unset: no checks |
+    | `CALLBRIDGE_ALLOW_UNSIGNED_STREAMS` | accept stream upgrades without a signature header |
     """
 
     openai_api_key: str | None = attrs.field(default=None, repr=False)
@@ -69,6 +71,8 @@ class Settings:
     greeting: str | None = None
     host: str = "0.0.0.0"
     port: int = 8000
+    twilio_auth_token: str | None = attrs.field(default=None, repr=False)
+    allow_unsigned_streams: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -96,6 +100,8 @@ class Settings:
             greeting=env.get("CALLBRIDGE_GREETING", "").strip() or None,
             host=env.get("HOST", "0.0.0.0").strip() or "0.0.0.0",
             port=int(port_text),
+            twilio_auth_token=env.get("TWILIO_AUTH_TOKEN", "").strip() or None,
+            allow_unsigned_streams=_flag(env, "CALLBRIDGE_ALLOW_UNSIGNED_STREAMS"),
         )
 
     @property

@@ -5,7 +5,9 @@ and mark/`clear` semantics, and records what the caller heard. `LocalRealtimeSer
 plays the model's side of the OpenAI Realtime GA protocol (server VAD, responses
 faster than real time, auto-cancel, the real truncation rule) with pluggable brains.
 Both run on trio's `MockClock`; `serve_realtime_websocket` and `dial_twilio_stream`
-put them on real loopback sockets.
+put them on real loopback sockets. `simulate_call` runs a whole call in memory (also
+the `simulate_call` pytest fixture); `babble`, `read_wav` and `write_wav` make and
+keep the audio.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from ._model import (
     Reply,
     ResponseRecord,
     ServerSession,
+    ToolCall,
+    Turn,
     echo_brain,
     pattern_audio,
     scripted_brain,
@@ -29,7 +33,10 @@ from ._net import (
     hypercorn_process,
     serve_realtime_websocket,
 )
+from ._harness import SimulatedCall, simulate_call
 from ._twilio import SILENCE_FRAME, Heard, TwilioCaller, Utterance, speech_frame
+from ._voice import babble
+from ._wav import read_wav, write_wav
 
 __all__ = [
     "SILENCE_FRAME",
@@ -41,15 +48,22 @@ __all__ = [
     "Reply",
     "ResponseRecord",
     "ServerSession",
+    "SimulatedCall",
+    "ToolCall",
+    "Turn",
     "TwilioCaller",
     "Utterance",
     "dial_twilio_stream",
+    "babble",
     "echo_brain",
     "hypercorn_process",
     "memory_socket_pair",
     "pattern_audio",
+    "read_wav",
     "scripted_brain",
     "serve_realtime_websocket",
+    "simulate_call",
     "speech_frame",
     "tone_brain",
+    "write_wav",
 ]

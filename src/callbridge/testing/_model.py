@@ -2,8 +2,10 @@
 
 Tests and demos need a peer that behaves like the real service where the bridge is
 fragile: audio arrives faster than real time, server VAD fires on the *input*
-clock, `interrupt_response` cancels a response mid-stream, and truncation past the
-audio actually produced is rejected with the exact message the API uses.
+clock, `interrupt_response` cancels a response mid-stream, truncation past the
+audio actually produced is rejected with the exact message the API uses, and
+function calls follow the API's rules (declared tools only, outputs must name a
+call in the conversation).
 
 Theory of operation (one `_Connection` per socket):
 
@@ -13,13 +15,16 @@ Theory of operation (one `_Connection` per socket):
 * Input clock: `ms = input bytes / 8`. VAD looks at aligned 20 ms windows as the
   appends that complete them arrive; it never sleeps, so speech events depend
   only on the audio, never on timing.
-* One response at a time. Its head (`response.created` ... `content_part.added`)
-  is sent by the serve loop; a background task in the connection's nursery
-  streams `response.output_audio.delta`s, sleeping `chunk_ms / speedup` before
-  each, then sends the completed tail. Cancelling marks the response cancelled
-  (synchronously), cancels that task's scope and sends the cancelled tail.
-  Every write happens under one lock and is shielded, and the streaming task
-  re-checks the status under the lock, so no delta can follow `response.done`.
+* One response at a time; its output is the spoken message and/or function
+  calls, built as events by `_responses`. Its head (`response.created` and the
+  first item's opening events) is sent by the serve loop; a background task in
+  the connection's nursery streams each item's deltas (audio or arguments),
+  sleeping `chunk_ms / speedup` before each, closes it, opens the next, and ends
+  with `response.done`. Cancelling marks the response cancelled (synchronously),
+  cancels that task's scope and sends the cancelled tail: the open item's `.done`
+  events, as `incomplete`, then `response.done`. Every write happens under one
+  lock and is shielded, and the streaming task re-checks the status under the
+  lock, so nothing can follow `response.done`.
 * Client events are checked on the raw JSON, not through `codec`: its cattrs
   structuring coerces ("12" -> 12, "false" -> True) and drops unknown session
   fields, and a strict peer must see exactly what was sent.
@@ -47,9 +52,14 @@ from .._sockets import MessageSocket, SocketClosed, memory_socket_pair
 from ..backend import EventConnection, RealtimeConnection
 from ..twilio import BYTES_PER_MS
 from . import _mulaw
-from ._mulaw import Brain, Reply, echo_brain, pattern_audio, scripted_brain, tone_brain
+from ._brains import Brain, Reply, ToolCall, Turn, echo_brain, scripted_brain, tone_brain
+from ._mulaw import pattern_audio
+from ._records import Output, ResponseRecord, ServerSession
+from ._responses import ResponseEvents, pieces, tool_call_error
 from ._session import (
     _SERVER_VAD,
+    _check_tool_choice,
+    _check_tools,
     _default_session,
     _field,
     _json_type,
@@ -63,6 +73,8 @@ __all__ = [
     "Reply",
     "ResponseRecord",
     "ServerSession",
+    "ToolCall",
+    "Turn",
     "echo_brain",
     "pattern_audio",
     "scripted_brain",
@@ -70,54 +82,6 @@ __all__ = [
 ]
 
 _MIN_COMMIT_BYTES = 100 * BYTES_PER_MS
-
-
-@attrs.define(eq=False)
-class ResponseRecord:
-    """One response as the server ran it: what it meant to say and how it ended."""
-
-    id: str
-    item_id: str
-    audio: bytes = attrs.field(repr=False)
-    transcript: str
-    options: Mapping[str, Any]
-    status: str = "in_progress"
-    #: `turn_detected` or `client_cancelled` once cancelled
-    reason: str | None = None
-    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope, repr=False)
-
-    @property
-    def out_of_band(self) -> bool:
-        return self.options.get("conversation") == "none"
-
-
-@attrs.define(eq=False)
-class ServerSession:
-    """Everything one connection did, for tests to inspect."""
-
-    index: int
-    id: str
-    model: str
-    session: dict[str, Any] = attrs.field(repr=False)
-    input_audio: bytearray = attrs.field(factory=bytearray, repr=False)
-    appends_before_session_update: bool = False
-    session_updates: int = 0
-    #: assistant item id -> the audio bytes sent for it in deltas
-    produced: dict[str, bytearray] = attrs.field(factory=dict, repr=False)
-    #: accepted `conversation.item.truncate`s: (item_id, audio_end_ms)
-    truncations: list[tuple[str, int]] = attrs.field(factory=list)
-    #: the audio of each committed user turn
-    turns: list[bytes] = attrs.field(factory=list, repr=False)
-    responses: list[ResponseRecord] = attrs.field(factory=list)
-    #: (event type, its audio_start_ms / audio_end_ms, input clock in ms when it was sent)
-    vad_log: list[tuple[str, int, int]] = attrs.field(factory=list)
-    received: list[str] = attrs.field(factory=list, repr=False)
-    sent: list[str] = attrs.field(factory=list, repr=False)
-    closed: bool = False
-
-    @property
-    def input_ms(self) -> int:
-        return len(self.input_audio) // BYTES_PER_MS
 
 
 class _Connection:
@@ -135,8 +99,13 @@ class _Connection:
         #: the conversation in order: item id -> role
         self._items: dict[str, str] = {}
         self._truncated_ms: dict[str, int] = {}
+        #: call_id -> its function_call item (outputs must name a call in the conversation)
+        self._calls: dict[str, str] = {}
+        self._events = ResponseEvents(self._id, self.state)
         self._active: ResponseRecord | None = None
         self._pending_turn: bytes | None = None
+        #: function outputs received since the last response started (for the brain)
+        self._pending_outputs: dict[str, str] = {}
         # VAD, where uncommitted input starts (bytes), and the turn being heard
         self._detector = _mulaw.SpeechDetector()
         self._buffer_start = 0
@@ -159,9 +128,12 @@ class _Connection:
         return f"{prefix}_s{self.state.index}_{n}"
 
     def _ev(self, type: str, **fields: Any) -> rt.UnknownServerEvent:
-        """A server event realtime.py does not model; codec sends `raw` as it is."""
-        raw = {"type": type, "event_id": self._id("event"), **fields}
-        return rt.UnknownServerEvent(type=type, raw=raw)
+        return self._events.ev(type, **fields)
+
+    def _error(self, err: _PeerError, event_id: str | None) -> rt.ServerEvent:
+        return rt.ErrorEvent(event_id=self._id("event"), error=rt.ErrorInfo(
+            type="invalid_request_error", code=err.code, message=err.message, param=err.param,
+            event_id=event_id))
 
     def _item_events(self, item: dict[str, Any], previous: str | None) -> list[rt.ServerEvent]:
         return [self._ev("conversation.item.added", previous_item_id=previous, item=item),
@@ -220,10 +192,7 @@ class _Connection:
                                  f"are: {supported}.", "type")
             await handler(raw)
         except _PeerError as err:
-            await self._send(rt.ErrorEvent(
-                event_id=self._id("event"),
-                error=rt.ErrorInfo(type="invalid_request_error", code=err.code,
-                                   message=err.message, param=err.param, event_id=event_id)))
+            await self._send(self._error(err, event_id))
 
     # --- session, input audio and VAD ------------------------------------------------
 
@@ -305,7 +274,10 @@ class _Connection:
             self._pending_turn = None
             reply = self._reply(audio, fallback=False)
             if reply is not None:
-                await self._start_response(reply, {})
+                try:
+                    await self._start_response(reply, {})
+                except _PeerError as err:  # no client event caused it: no event_id
+                    await self._send(self._error(err, None))
 
     async def _commit(self, item_id: str, audio: bytes) -> None:
         previous = next(reversed(self._items), None)
@@ -349,6 +321,16 @@ class _Connection:
                 isinstance(part, dict) and part.get("type") == "output_audio" for part in content):
             raise _PeerError("invalid_value", "Assistant audio messages cannot be created.",
                              "item.content")
+        call_id = _field(item, "call_id", str, required=kind == "function_call_output",
+                         prefix="item.")
+        if kind == "function_call":
+            _field(item, "name", str, prefix="item.")
+            _field(item, "arguments", str, prefix="item.")
+        elif kind == "function_call_output":
+            output = _field(item, "output", str, prefix="item.")
+            if self._calls.get(call_id) not in self._items:
+                raise _PeerError("invalid_tool_call_id",
+                                 f"Tool call ID '{call_id}' not found in conversation.")
         previous = _field(raw, "previous_item_id", str, required=False)
         if previous not in (None, "root") and previous not in self._items:
             raise _PeerError("invalid_value", f"Previous item with id '{previous}' not found.",
@@ -356,6 +338,10 @@ class _Connection:
         item_id = _field(item, "id", str, required=False, prefix="item.") or self._id("item")
         previous = None if previous == "root" else previous or next(reversed(self._items), None)
         self._items[item_id] = str(item.get("role", kind))
+        if kind == "function_call" and call_id is not None:
+            self._calls[call_id] = item_id
+        elif kind == "function_call_output":
+            self.state.function_outputs[call_id] = self._pending_outputs[call_id] = output
         item |= {"id": item_id, "object": "realtime.item", "status": "completed"}
         await self._send(*self._item_events(item, previous))
 
@@ -397,6 +383,10 @@ class _Connection:
     async def _on_response_create(self, raw: dict[str, Any]) -> None:
         options = _field(raw, "response", dict, required=False) or {}
         _field(options, "instructions", str, required=False, prefix="response.")
+        if "tools" in options:
+            _check_tools(options["tools"], "response.tools")
+        if "tool_choice" in options:
+            _check_tool_choice(options["tool_choice"], "response.tool_choice")
         if self._active is not None:
             raise _PeerError(
                 "conversation_already_has_active_response",
@@ -415,10 +405,12 @@ class _Connection:
                              "Cancellation failed: no active response found")
         await self._cancel(active, "client_cancelled")
 
-    def _reply(self, turn: bytes, *, fallback: bool) -> Reply | None:
-        """The brain's reply to `turn`; `pattern_audio` when there is no brain, or when
-        it stays silent but the client asked for a response (`fallback`)."""
+    def _reply(self, audio: bytes, *, fallback: bool) -> Reply | None:
+        """The brain's reply to `audio` and the outputs not yet answered; `pattern_audio`
+        when there is no brain, or when it stays silent but the client asked for a
+        response (`fallback`)."""
         brain = self.server.brain
+        turn, self._pending_outputs = Turn(audio, self._pending_outputs), {}
         reply = brain(turn) if brain is not None else None
         if reply is None and (fallback or brain is None):
             nbytes = self.server.default_reply_ms * BYTES_PER_MS
@@ -426,98 +418,92 @@ class _Connection:
         return reply
 
     async def _start_response(self, reply: Reply, options: Mapping[str, Any]) -> None:
-        record = ResponseRecord(id=self._id("resp"), item_id=self._id("item"), audio=reply.audio,
-                                transcript=reply.transcript, options=dict(options))
+        """Send the head and stream the rest from a task. A reply calling a tool the
+        session does not allow starts nothing: the violation is recorded and raised."""
+        error = tool_call_error(reply.tool_calls, self.state.session, options)
+        if error is not None:
+            self.state.violations.append(error.message)
+            raise error
+        calls = tuple(call if call.call_id else attrs.evolve(call, call_id=self._id("call"))
+                      for call in reply.tool_calls)
+        record = ResponseRecord(id=self._id("resp"), item_id=None, audio=reply.audio,
+                                transcript=reply.transcript, options=dict(options),
+                                tool_calls=calls)
+        if reply.speaks:
+            record.item_id = self._id("item")
+            record.outputs.append(Output(index=0, item_id=record.item_id))
+            self.state.produced[record.item_id] = bytearray()
+        for call in calls:
+            record.outputs.append(Output(index=len(record.outputs), item_id=self._id("item"),
+                                         call=call))
         self.state.responses.append(record)
-        self.state.produced[record.item_id] = bytearray()
-        previous = next(reversed(self._items), None)
         self._active = record
-        item = self._item(record, "in_progress", None)
-        head: list[rt.ServerEvent] = [
-            rt.ResponseCreated(response=self._response(record, []), event_id=self._id("event")),
-            self._ev("response.output_item.added", response_id=record.id, output_index=0,
-                     item=item)]
-        if not record.out_of_band:
-            self._items[record.item_id] = "assistant"
-            head.append(self._ev("conversation.item.added", previous_item_id=previous, item=item))
-        head.append(self._ev("response.content_part.added", response_id=record.id,
-                             item_id=record.item_id, output_index=0, content_index=0,
-                             part={"type": "audio", "transcript": ""}))
-        await self._send(*head)
+        await self._send(self._events.created(record), *self._open(record, record.outputs[0]))
         assert self._nursery is not None
         self._nursery.start_soon(self._stream, record)
 
+    def _open(self, record: ResponseRecord, output: Output) -> list[rt.ServerEvent]:
+        """`output`'s opening events; it joins the conversation unless out of band."""
+        previous = next(reversed(self._items), None)
+        if output.call is not None:
+            assert output.call.call_id is not None
+            self.state.tool_calls.append(output.call)
+            if not record.out_of_band:
+                self._calls[output.call.call_id] = output.item_id
+        if not record.out_of_band:
+            self._items[output.item_id] = "assistant" if output.call is None else "function_call"
+        return self._events.opening(record, output, previous)
+
     async def _stream(self, record: ResponseRecord) -> None:
-        """Deltas of `chunk_ms`, `chunk_ms / speedup` apart in virtual time, then the tail."""
+        """Each output's deltas `chunk_ms / speedup` apart in virtual time, then its
+        `.done` events and the next output's opening; `response.done` last."""
         size = self.server.chunk_ms * BYTES_PER_MS
         interval = self.server.chunk_ms / 1000 / self.server.speedup
-        produced = self.state.produced[record.item_id]
         try:
             with record.scope:
-                for start in range(0, len(record.audio), size):
-                    await trio.sleep(interval)
-                    chunk = record.audio[start : start + size]
-                    async with self._lock:
-                        if record.status != "in_progress":
-                            return
-                        await self._write(rt.OutputAudioDelta(
-                            response_id=record.id, item_id=record.item_id,
-                            delta=base64.b64encode(chunk).decode("ascii"),
-                            event_id=self._id("event")))
-                        produced += chunk
-                async with self._lock:
-                    if record.status != "in_progress":
+                for output in record.outputs:
+                    if not output.opened and not await self._emit(
+                            record, partial(self._open, record, output)):
                         return
-                    record.status, self._active = "completed", None
-                    for event in self._tail(record):
-                        await self._write(event)
+                    for piece in pieces(record, output, size):
+                        await trio.sleep(interval)
+                        if not await self._emit(record, partial(self._delta, record, output,
+                                                                piece)):
+                            return
+                    if not await self._emit(record, partial(self._events.closing, record,
+                                                            output)):
+                        return
+                await self._emit(record, partial(self._complete, record))
         except SocketClosed:
             return
+
+    async def _emit(self, record: ResponseRecord,
+                    build: Callable[[], list[rt.ServerEvent]]) -> bool:
+        """Write `build()`'s events unless `record` ended meanwhile; False then. The
+        check and the writes share the lock, so nothing follows a cancel's tail."""
+        async with self._lock:
+            if record.status != "in_progress":
+                return False
+            for event in build():
+                await self._write(event)
+            return True
+
+    def _delta(self, record: ResponseRecord, output: Output,
+               piece: bytes | str) -> list[rt.ServerEvent]:
+        if isinstance(piece, bytes):
+            self.state.produced[output.item_id] += piece
+        return [self._events.delta(record, output, piece)]
+
+    def _complete(self, record: ResponseRecord) -> list[rt.ServerEvent]:
+        record.status, self._active = "completed", None
+        return [self._events.done(record)]
 
     async def _cancel(self, record: ResponseRecord, reason: str) -> None:
         record.status, record.reason, self._active = "cancelled", reason, None
         record.scope.cancel()
-        await self._send(*self._tail(record))
-
-    def _tail(self, record: ResponseRecord) -> list[rt.ServerEvent]:
-        produced = len(self.state.produced[record.item_id])
-        transcript = record.transcript
-        if record.status != "completed":  # the words spoken so far, roughly
-            transcript = transcript[: len(transcript) * produced // max(1, len(record.audio))]
-        status = "completed" if record.status == "completed" else "incomplete"
-        item = self._item(record, status, transcript)
-        rid, iid = record.id, record.item_id
-        tail: list[rt.ServerEvent] = [
-            rt.OutputAudioDone(response_id=rid, item_id=iid, event_id=self._id("event")),
-            rt.OutputAudioTranscriptDone(response_id=rid, item_id=iid, transcript=transcript,
-                                         event_id=self._id("event")),
-            self._ev("response.content_part.done", response_id=rid, item_id=iid, output_index=0,
-                     content_index=0, part={"type": "audio", "transcript": transcript}),
-            self._ev("response.output_item.done", response_id=record.id, output_index=0,
-                     item=item)]
-        if not record.out_of_band:
-            tail.append(self._ev("conversation.item.done", item=item))
-        tail.append(rt.ResponseDone(response=self._response(record, [item]),
-                                    event_id=self._id("event")))
-        return tail
-
-    def _item(self, record: ResponseRecord, status: str, transcript: str | None) -> dict[str, Any]:
-        return {"id": record.item_id, "type": "message", "object": "realtime.item",
-                "status": status, "role": "assistant",
-                "content": [{"type": "output_audio", "transcript": transcript}]}
-
-    def _response(self, record: ResponseRecord, output: list[dict[str, Any]]) -> dict[str, Any]:
-        cancelled = record.status == "cancelled"
-        voice = self.state.session.get("audio", {}).get("output", {}).get("voice", "marin")
-        return {
-            "object": "realtime.response", "id": record.id, "status": record.status,
-            "status_details": {"type": "cancelled", "reason": record.reason} if cancelled else None,
-            "output": output,
-            "conversation_id": None if record.out_of_band else f"conv_s{self.state.index}",
-            "output_modalities": ["audio"], "max_output_tokens": "inf",
-            "audio": {"output": {"format": {"type": "audio/pcmu"}, "voice": voice}},
-            "metadata": record.options.get("metadata"), "usage": None,
-        }
+        tail = [event for output in record.outputs if output.opened and not output.closed
+                for event in self._events.closing(record, output)]
+        await self._send(*tail, self._events.done(record))
 
 
 class LocalRealtimeServer:
@@ -532,7 +518,10 @@ class LocalRealtimeServer:
     asks it with the last committed turn not yet answered, or b"" (a greeting).
     Without a brain, or when it stays silent on `response.create`, the reply is
     `default_reply_ms` of `pattern_audio(response_index, ...)`.
-    Not modelled: transcription, text output, tools, `idle_timeout_ms`, semantic
+    A reply may call function tools (`Reply.tool_calls`): only those declared in
+    `tools`, as `tool_choice` allows, or the server sends an `error`, starts no
+    response and records a violation on the `ServerSession`.
+    Not modelled: transcription, text output, MCP tools, `idle_timeout_ms`, semantic
     VAD's eagerness (it behaves like server VAD), concurrent out-of-band responses.
     """
 

@@ -1,32 +1,27 @@
-"""μ-law audio for the local realtime server: G.711 arithmetic, test signals, brains.
+"""μ-law audio for the local realtime server: G.711 arithmetic, test signals, VAD.
 
 The server's voice activity detection needs linear samples, and `audioop` is gone
 in Python 3.13, so the standard G.711 formula lives here (pure code, no clocks).
-Signals are deterministic so tests can compare bytes exactly; a "brain" maps the
-caller's turn audio to what the local model says back.
+Signals are deterministic so tests can compare bytes exactly. What the local model
+says back lives in `_brains`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 
 import attrs
 
 __all__ = [
     "DEFAULT_THRESHOLD_DB",
     "FRAME_BYTES",
-    "Brain",
-    "Reply",
     "SpeechDetector",
     "dbfs",
     "decode",
-    "echo_brain",
     "encode_sample",
     "pattern_audio",
-    "scripted_brain",
     "tone",
-    "tone_brain",
     "trim_silence",
 ]
 
@@ -166,40 +161,3 @@ class SpeechDetector:
                 if self._silence_ms >= silence_ms:
                     self.speaking = False
                     yield "speech_stopped", at_ms + FRAME_MS
-
-
-# --- brains ------------------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class Reply:
-    """What the brain says for one turn: μ-law 8 kHz audio and its transcript."""
-
-    audio: bytes
-    transcript: str = ""
-
-
-#: gets the caller's committed turn audio (μ-law), returns a reply or None to stay silent
-Brain = Callable[[bytes], Reply | None]
-
-
-def tone_brain(ms: int = 2000) -> Brain:
-    """Answer every turn with a loud 440 Hz tone of `ms` milliseconds."""
-    audio = tone(ms)
-    return lambda turn: Reply(audio=audio, transcript=f"<{ms} ms tone>")
-
-
-def scripted_brain(replies: Sequence[Reply]) -> Brain:
-    """Answer turn n with `replies[n]`, then stay silent."""
-    pending: Iterator[Reply] = iter(list(replies))
-    return lambda turn: next(pending, None)
-
-
-def echo_brain(*, threshold_db: float = DEFAULT_THRESHOLD_DB) -> Brain:
-    """Say the caller's turn back, without its leading and trailing silence (20 ms windows)."""
-
-    def brain(turn: bytes) -> Reply | None:
-        audio = trim_silence(turn, threshold_db)
-        return Reply(audio=audio) if audio else None
-
-    return brain

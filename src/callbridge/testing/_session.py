@@ -7,6 +7,7 @@ Split from `_model` so the connection logic reads on its own. Bad client input r
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -78,6 +79,9 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any], path: str) -> None:
         here = f"{path}.{key}"
         if key == "turn_detection":
             base[key] = _turn_detection(value, here)
+        elif here in ("session.tools", "session.tool_choice"):
+            base[key] = _check_tools(value, here) if key == "tools" else _check_tool_choice(
+                value, here)
         elif isinstance(value, Mapping) and isinstance(base.get(key), dict) and key != "format":
             _merge(base[key], value, here)
         elif key in ("audio", "input", "output") and not isinstance(value, Mapping):
@@ -96,3 +100,48 @@ def _turn_detection(value: Any, path: str) -> dict[str, Any] | None:
         raise _PeerError("invalid_value", f"Invalid value: '{kind}'. Supported values are: "
                          "'server_vad' and 'semantic_vad'.", f"{path}.type")
     return defaults | dict(value)
+
+
+_FUNCTION_TOOL_KEYS = ("type", "name", "description", "parameters")
+
+
+def _check_tools(value: Any, path: str) -> list[Any]:
+    """`tools` as the GA API takes them: flat `{"type": "function", "name", ...}` objects.
+
+    The Chat Completions shape (`{"type": "function", "function": {...}}`) is the
+    usual mistake; it fails here as it does on the real API. MCP tools pass unchecked.
+    """
+    if not isinstance(value, list):
+        raise _invalid_type(path, "an array", value)
+    for i, tool in enumerate(value):
+        here = f"{path}[{i}]"
+        if not isinstance(tool, Mapping):
+            raise _invalid_type(here, "an object", tool)
+        kind = tool.get("type", "function")
+        if kind == "mcp":
+            continue
+        if kind != "function":
+            raise _PeerError("invalid_value", f"Invalid value: '{kind}'. Supported values are: "
+                             "'function' and 'mcp'.", f"{here}.type")
+        for key in tool:
+            if key not in _FUNCTION_TOOL_KEYS:
+                raise _PeerError("unknown_parameter", f"Unknown parameter: '{here}.{key}'.",
+                                 f"{here}.{key}")
+        _field(tool, "name", str, prefix=f"{here}.")
+        _field(tool, "description", str, required=False, prefix=f"{here}.")
+        _field(tool, "parameters", dict, required=False, prefix=f"{here}.")
+    return copy.deepcopy(value)
+
+
+def _check_tool_choice(value: Any, path: str) -> Any:
+    """`auto`, `none`, `required`, or `{"type": "function", "name": ...}` (MCP unchecked)."""
+    if isinstance(value, Mapping):
+        if value.get("type") == "function":
+            _field(value, "name", str, prefix=f"{path}.")
+        elif value.get("type") != "mcp":
+            raise _PeerError("invalid_value", f"Invalid value: '{value.get('type')}'. Supported "
+                             "values are: 'function' and 'mcp'.", f"{path}.type")
+    elif value not in ("auto", "none", "required"):
+        raise _PeerError("invalid_value", f"Invalid value: {json.dumps(value)}. Supported values "
+                         "are: 'none', 'auto', and 'required'.", path)
+    return copy.deepcopy(value)

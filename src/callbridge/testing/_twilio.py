@@ -17,6 +17,7 @@ import json
 import math
 from collections import deque
 from collections.abc import Sequence
+from pathlib import Path
 
 import attrs
 import trio
@@ -26,6 +27,7 @@ from .. import twilio as tw
 from .._sockets import MessageSocket, SocketClosed
 from . import _mulaw
 from ._mulaw import FRAME_BYTES, FRAME_MS
+from ._wav import read_wav
 
 __all__ = ["Heard", "TwilioCaller", "Utterance", "speech_frame", "SILENCE_FRAME"]
 
@@ -53,10 +55,33 @@ def speech_frame(index: int = 0, amplitude: int = 8000) -> bytes:
 
 @attrs.frozen
 class Utterance:
-    """The caller speaks from `at` for `duration` seconds (call time, from `start`)."""
+    """The caller speaks from `at` for `duration` seconds (call time, from `start`).
+
+    Without `audio` the caller says loud synthetic speech (`speech_frame`); with it,
+    that μ-law 8 kHz recording (see `recorded` and `from_wav`).
+    """
 
     at: float
     duration: float
+    audio: bytes | None = attrs.field(default=None, kw_only=True, repr=False)
+
+    @classmethod
+    def recorded(cls, audio: bytes, *, at: float) -> Utterance:
+        """Say μ-law 8 kHz `audio` from `at`, for as long as it lasts."""
+        return cls(at, len(audio) / 1000 / tw.BYTES_PER_MS, audio=audio)
+
+    @classmethod
+    def from_wav(cls, path: str | Path, *, at: float) -> Utterance:
+        """Say a WAV file (PCM or μ-law, any rate, mono or stereo) from `at`."""
+        return cls.recorded(read_wav(path), at=at)
+
+    def frame(self, elapsed: float, chunk: int) -> bytes:
+        """The 20 ms the caller says at call time `elapsed` (media chunk number `chunk`)."""
+        if self.audio is None:
+            # 300 Hz and 1 kHz both complete whole cycles in 50 frames (1 s)
+            return speech_frame(chunk % 50)
+        start = round((elapsed - self.at) * 1000 / FRAME_MS) * FRAME_BYTES
+        return self.audio[start : start + FRAME_BYTES].ljust(FRAME_BYTES, b"\xff")
 
 
 @attrs.define
@@ -128,8 +153,10 @@ class TwilioCaller:
         t = trio.current_time() if now is None else now
         return b"".join(h.played(t) for h in self.heard)
 
-    def speaking(self, t: float) -> bool:
-        return any(u.at <= t - self.t0 < u.at + u.duration for u in self.utterances)
+    def speaking(self, t: float) -> Utterance | None:
+        """What the caller is saying at time `t`, if anything."""
+        return next((u for u in self.utterances if u.at <= t - self.t0 < u.at + u.duration),
+                    None)
 
     # --- running -----------------------------------------------------------------------
 
@@ -180,8 +207,8 @@ class TwilioCaller:
             while dtmf and dtmf[0][0] <= elapsed:
                 await self._send(tw.Dtmf(stream_sid=self.stream_sid, digit=dtmf.popleft()[1],
                                          sequence_number=self._next_seq()))
-            # 300 Hz and 1 kHz both complete whole cycles in 50 frames (1 s)
-            frame = speech_frame(chunk % 50) if self.speaking(now) else SILENCE_FRAME
+            utterance = self.speaking(now)
+            frame = SILENCE_FRAME if utterance is None else utterance.frame(elapsed, chunk)
             chunk += 1
             self.sent_audio += frame
             await self._send(tw.Media(
