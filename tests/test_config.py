@@ -49,3 +49,28 @@ def test_everything_set() -> None:
 def test_invalid_values_name_the_variable(env: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigError, match=names):
         Settings.from_env(env)
+
+
+def test_twilio_auth_token_and_unsigned_streams() -> None:
+    s = Settings.from_env(KEY | {"TWILIO_AUTH_TOKEN": " tok-secret-123 ",
+                                 "CALLBRIDGE_ALLOW_UNSIGNED_STREAMS": "1"})
+    assert (s.twilio_auth_token, s.allow_unsigned_streams) == ("tok-secret-123", True)
+    assert "tok-secret" not in repr(s)
+    d = Settings.from_env(KEY)
+    assert (d.twilio_auth_token, d.allow_unsigned_streams) == (None, False)
+    with pytest.raises(ConfigError, match="CALLBRIDGE_ALLOW_UNSIGNED_STREAMS"):
+        Settings.from_env(KEY | {"CALLBRIDGE_ALLOW_UNSIGNED_STREAMS": "maybe"})
+
+
+async def test_the_service_warns_loudly_without_a_token(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from callbridge.app import UNGUARDED_NOTICE, create_app
+
+    for settings, warned in [(Settings(openai_api_key="sk-x"), True),
+                             (Settings(openai_api_key="sk-x", twilio_auth_token="t" * 32), False)]:
+        caplog.clear()
+        app = create_app(settings)
+        async with app.test_app():
+            pass
+        assert (UNGUARDED_NOTICE in caplog.text) is warned
+        assert (app.guard is None) is warned

@@ -26,9 +26,11 @@ def _parser() -> argparse.ArgumentParser:
             "(/media-stream). Without OPENAI_API_KEY it runs offline: calls are answered by a "
             "local echo agent. Configuration comes from the environment (OPENAI_API_KEY, "
             "OPENAI_BASE_URL, CALLBRIDGE_PUBLIC_URL, CALLBRIDGE_TRUST_PROXY, CALLBRIDGE_MODEL, "
-            "CALLBRIDGE_VOICE, CALLBRIDGE_INSTRUCTIONS, CALLBRIDGE_GREETING, HOST, PORT); "
-            "the options below override HOST and PORT. Same as "
-            "`hypercorn --worker-class trio callbridge.app:app`."
+            "CALLBRIDGE_VOICE, CALLBRIDGE_INSTRUCTIONS, CALLBRIDGE_GREETING, HOST, PORT, "
+            "TWILIO_AUTH_TOKEN, CALLBRIDGE_ALLOW_UNSIGNED_STREAMS); "
+            "the options below override HOST and PORT. Equivalent to "
+            "`hypercorn --worker-class trio callbridge.app:app` with WebSocket messages "
+            "capped at 64 KiB."
         ),
     )
     serve.add_argument("--host", help="address to listen on (default: $HOST or 0.0.0.0)")
