@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -83,6 +83,8 @@ class HypercornProcess:
 
     host: str
     _log: IO[bytes]
+    #: the hypercorn process; its workers (one by default, `--workers N`) are its children
+    pid: int = 0
 
     def log(self) -> str:
         """Everything the server printed so far."""
@@ -93,20 +95,21 @@ class HypercornProcess:
 @asynccontextmanager
 async def hypercorn_process(
     app: str, env: Mapping[str, str] | None = None, *, cwd: str | Path | None = None,
-    startup_timeout: float = 20.0,
+    startup_timeout: float = 20.0, args: Sequence[str] = (),
 ) -> AsyncIterator[HypercornProcess]:
     """Run `hypercorn --worker-class trio APP` in its own process on a free loopback
-    port, as users run it, with `env` added to this process's environment; yields once
-    it accepts connections, and stops it on exit."""
+    port, as users run it, with `env` added to this process's environment and `args`
+    added to its command line (e.g. `("--workers", "2")`); yields once it accepts
+    connections, and stops it on exit."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with tempfile.TemporaryFile() as log:
         process = await trio.lowlevel.open_process(
             [sys.executable, "-m", "hypercorn", "--worker-class", "trio",
-             "-b", f"127.0.0.1:{port}", app],
+             "-b", f"127.0.0.1:{port}", *args, app],
             cwd=cwd, env=os.environ | dict(env or {}), stdout=log, stderr=subprocess.STDOUT)
-        server = HypercornProcess(f"127.0.0.1:{port}", log)
+        server = HypercornProcess(f"127.0.0.1:{port}", log, pid=process.pid)
         try:
             with trio.fail_after(startup_timeout):
                 while True:
