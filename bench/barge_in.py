@@ -92,9 +92,15 @@ async def run(calls: int) -> dict[str, Any]:
     rows, failures = [], []
     by_sid = {c.stream_sid: c for c in callers}
     for index, session in enumerate(model.sessions):
-        # each session's input audio starts with its caller's: match them up
-        caller = next(c for c in by_sid.values()
-                      if bytes(session.input_audio) == bytes(c.sent_audio))
+        # each session's input audio is its caller's, in order, up to the hang-up (frames
+        # still buffered when `stop` arrives are not sent on): match them up
+        heard_by_model = bytes(session.input_audio)
+        matches = [c for c in by_sid.values() if bytes(c.sent_audio).startswith(heard_by_model)]
+        if len(matches) != 1:
+            failures.append({"session": index, "problems": [
+                f"input audio matches {len(matches)} callers' audio, not exactly one"]})
+            continue
+        caller = matches[0]
         problems = []
         if caller.violations:
             problems.append(f"Twilio protocol: {caller.violations[:2]}")

@@ -146,7 +146,10 @@ async def test_a_call_end_to_end_over_real_sockets() -> None:
     for text in session.received:
         validate_client_event(text)
     assert [json.loads(t)["type"] for t in session.sent].count("error") == 0
-    assert bytes(session.input_audio) == bytes(caller.sent_audio)  # bit-exact, in order
+    # bit-exact and in order, up to the hang-up: frames still buffered when `stop`
+    # arrives are not sent on (on a loaded machine there can be a few)
+    assert bytes(caller.sent_audio).startswith(bytes(session.input_audio))
+    assert len(session.input_audio) >= (0.9 + 0.4) * 8000  # everything the caller said
 
     [cleared] = caller.clears
     [(item_id, audio_end_ms)] = session.truncations
@@ -174,7 +177,10 @@ async def test_hundreds_of_hangups_with_audio_flowing_both_ways() -> None:
 
                 async def lane(n: int) -> None:
                     for i in range(per_lane):
-                        caller = TwilioCaller(hangup_at=0.25 + 0.01 * (i % 7),
+                        # mid-sentence however loaded the machine is (the model
+                        # talks for 5 s); hangup_at only bounds a call that gets nothing
+                        caller = TwilioCaller(hangup_at=5.0,
+                                              hangup_after_audio=0.05 + 0.01 * (i % 7),
                                               stream_sid=f"MZ{n:016x}{i:016x}")
                         await dial_twilio_stream(caller, f"ws://{host}/media-stream")
                         assert caller.received, "the caller heard nothing: no audio flowed"

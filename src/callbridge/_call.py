@@ -243,11 +243,15 @@ class _Call:
                     self.protocol_error("binary frame from Twilio")
                     continue
                 try:
-                    message = codec.decode_twilio(text)
+                    message = codec.decode_twilio_audio(text)
                 except RemoteProtocolError as exc:
                     self.protocol_error(str(exc))
                     continue
-                self.handle_twilio(message)
+                if type(message) is str:  # caller audio: the per-frame path
+                    self.stats.frames_in += 1
+                    self.caller_audio.push(message)
+                else:
+                    self.handle_twilio(message)  # type: ignore[arg-type]
         finally:
             self.twilio_closed.set()
 

@@ -136,7 +136,9 @@ class Playback:
         if not gen.isdigit() or int(gen) != self.generation:
             outcome = "discarded" if gen.isdigit() and int(gen) < self.generation else "foreign"
             return MarkEcho(outcome=outcome)
-        if not any(seg.mark == name for seg in self._queue):
+        # echoes come back in order: the head is the one (O(1)); else scan
+        queue = self._queue
+        if not queue or (queue[0].mark != name and not any(s.mark == name for s in queue)):
             return MarkEcho(outcome="foreign")
         # Twilio plays in order, so an echo confirms every segment before it too.
         while True:

@@ -8,6 +8,12 @@ A well-formed message of a type we do not model decodes to an `Unknown...` event
 Twilio numbers arrive as strings ("sequenceNumber": "4"); we accept strings or
 numbers and send strings, as Twilio does. What we send to Twilio carries exactly the
 documented fields: optional inbound-only fields are dropped when unset.
+
+Hot path: the five messages of every 20 ms of audio (caller `media`, the append
+to the model, the model's delta, our `media` and `mark` to Twilio, and the mark's
+echo) skip cattrs' dispatch: Twilio messages go straight to their hooks, the delta
+has a hand-written structurer, and the outbound ones are assembled as strings. A
+test holds each fast path byte-for-byte (and error-for-error) to the general one.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ __all__ = [
     "decode_client_event",
     "decode_server_event",
     "decode_twilio",
+    "decode_twilio_audio",
     "encode",
 ]
 
@@ -229,6 +236,12 @@ _register(tw.Clear, _clear_to, _clear_from)
 _register(tw.Dtmf, _dtmf_to, _dtmf_from)
 _register(tw.Stop, _stop_to, _stop_from)
 
+# the hooks above, by wire name: decode_twilio calls them without cattrs' dispatch
+_TWILIO_FROM: dict[str, Callable[[Mapping[str, Any], type], Any]] = {
+    "connected": _connected_from, "start": _start_from, "media": _media_from,
+    "mark": _mark_from, "clear": _clear_from, "dtmf": _dtmf_from, "stop": _stop_from,
+}
+
 # --- OpenAI Realtime -------------------------------------------------------------
 
 _CLIENT_EVENTS: dict[str, type[Any]] = {
@@ -345,19 +358,68 @@ def _structure(raw: dict[str, Any], cls: type[T], kind: str) -> T:
         raise RemoteProtocolError(f"malformed {kind!r} message: {detail}") from None
 
 
+def _malformed(kind: str, exc: Exception) -> RemoteProtocolError:
+    return RemoteProtocolError(f"malformed {kind!r} message: {type(exc).__name__}: {exc}")
+
+
 def decode_twilio(text: str | bytes) -> tw.TwilioMessage:
     """Parse one Media Streams text frame (either direction)."""
     raw, kind = _load(text, "event")
-    cls = _TWILIO_EVENTS.get(kind)
-    if cls is None:
+    return _twilio_from(raw, kind)
+
+
+def decode_twilio_audio(text: str | bytes) -> str | tw.TwilioMessage:
+    """`decode_twilio`, except that a caller-audio `media` frame comes back as just its
+    payload (base64): the reader's per-frame fast path, with no message object. It
+    does not read the counters (`sequenceNumber`, `chunk`, `timestamp`: diagnostics
+    only), so a garbled counter does not cost the audio. A frame whose payload or
+    stream SID is not a string takes the general path."""
+    raw, kind = _load(text, "event")
+    if kind == "media":
+        media = raw.get("media")
+        if type(media) is dict:
+            payload = media.get("payload")
+            if type(payload) is str and type(raw.get("streamSid")) is str:
+                return payload
+    return _twilio_from(raw, kind)
+
+
+def _twilio_from(raw: dict[str, Any], kind: str) -> tw.TwilioMessage:
+    hook = _TWILIO_FROM.get(kind)
+    if hook is None:
         return tw.UnknownTwilioMessage(event=kind, raw=raw)
-    msg: tw.TwilioMessage = _structure(raw, cls, kind)
+    try:
+        msg: tw.TwilioMessage = hook(raw, _TWILIO_EVENTS[kind])
+    except Exception as exc:  # KeyError, ValueError, TypeError: all the peer's fault
+        raise _malformed(kind, exc) from None
     return msg
+
+
+def _delta_from(raw: Mapping[str, Any]) -> rt.OutputAudioDelta:
+    """`response.output_audio.delta` without cattrs: the same strict rules, by hand."""
+    response_id, item_id, delta = raw["response_id"], raw["item_id"], raw["delta"]
+    event_id = raw.get("event_id")
+    if not (type(response_id) is type(item_id) is type(delta) is str
+            and (event_id is None or type(event_id) is str)):
+        raise TypeError("expected strings for response_id, item_id, delta, event_id")
+    output_index, content_index = raw.get("output_index", 0), raw.get("content_index", 0)
+    if type(output_index) is not int or type(content_index) is not int:
+        # floats like 0.0 are fine, 0.5 and true are not: leave that to the strict hooks
+        output_index = _strict_int(output_index, int)
+        content_index = _strict_int(content_index, int)
+    return rt.OutputAudioDelta(response_id=response_id, item_id=item_id, delta=delta,
+                               output_index=output_index, content_index=content_index,
+                               event_id=event_id)
 
 
 def decode_server_event(text: str | bytes) -> rt.ServerEvent:
     """Parse one Realtime server event."""
     raw, kind = _load(text, "type")
+    if kind == "response.output_audio.delta":
+        try:
+            return _delta_from(raw)
+        except Exception as exc:
+            raise _malformed(kind, exc) from None
     cls = _SERVER_EVENTS.get(kind)
     if cls is None:
         return rt.UnknownServerEvent(type=kind, raw=raw)
@@ -375,9 +437,33 @@ def decode_client_event(text: str | bytes) -> rt.ClientEvent:
     return event
 
 
+_json_str = json.JSONEncoder(ensure_ascii=True).encode  # one JSON string literal
+
+
+def _frame_text(message: tw.Media | tw.Mark | rt.InputAudioBufferAppend) -> str | None:
+    """The per-frame messages in their usual shape, assembled directly (the same
+    bytes as the general path); None for any other shape."""
+    if isinstance(message, tw.Media):
+        if (message.track is None and message.chunk is None and message.timestamp is None
+                and message.sequence_number is None):
+            return (f'{{"event":"media","media":{{"payload":{_json_str(message.payload)}}},'
+                    f'"streamSid":{_json_str(message.stream_sid)}}}')
+    elif isinstance(message, tw.Mark):
+        if message.sequence_number is None:
+            return (f'{{"event":"mark","streamSid":{_json_str(message.stream_sid)},'
+                    f'"mark":{{"name":{_json_str(message.name)}}}}}')
+    elif message.event_id is None:
+        return f'{{"type":"input_audio_buffer.append","audio":{_json_str(message.audio)}}}'
+    return None
+
+
 def encode(message: tw.TwilioMessage | rt.ClientEvent | rt.ServerEvent) -> str:
     """Serialize one message of either protocol to compact JSON text."""
     cls = type(message)
+    if cls is tw.Media or cls is tw.Mark or cls is rt.InputAudioBufferAppend:
+        text = _frame_text(message)  # type: ignore[arg-type]
+        if text is not None:
+            return text
     if cls not in _TWILIO_NAMES and cls not in _REALTIME_NAMES and not isinstance(
         message, (rt.UnknownClientEvent, rt.UnknownServerEvent)
     ):

@@ -109,6 +109,7 @@ class TwilioCaller:
         *,
         utterances: Sequence[Utterance] = (),
         hangup_at: float = 10.0,
+        hangup_after_audio: float | None = None,
         send_stop: bool = True,
         custom_parameters: dict[str, str] | None = None,
         dtmf: Sequence[tuple[float, str]] = (),
@@ -120,6 +121,10 @@ class TwilioCaller:
     ) -> None:
         self.utterances = list(utterances)
         self.hangup_at = hangup_at
+        #: hang up this long after the first audio arrives (mid-sentence, however slow
+        #: the line); `hangup_at` still bounds the call
+        self.hangup_after_audio = hangup_after_audio
+        self._first_audio_at: float | None = None
         self.send_stop = send_stop
         self.custom_parameters = custom_parameters or {}
         self.dtmf = sorted(dtmf)
@@ -204,6 +209,9 @@ class TwilioCaller:
             elapsed = now - self.t0
             if elapsed >= self.hangup_at:
                 break
+            if self._first_audio_at is not None and self.hangup_after_audio is not None \
+                    and now >= self._first_audio_at + self.hangup_after_audio:
+                break
             while dtmf and dtmf[0][0] <= elapsed:
                 await self._send(tw.Dtmf(stream_sid=self.stream_sid, digit=dtmf.popleft()[1],
                                          sequence_number=self._next_seq()))
@@ -244,6 +252,8 @@ class TwilioCaller:
                 continue
             self.received.append((now, message))
             if isinstance(message, tw.Media):
+                if self._first_audio_at is None:
+                    self._first_audio_at = now
                 audio = base64.b64decode(message.payload)
                 start = max(now, self._play_end)
                 self._play_end = start + len(audio) / tw.BYTES_PER_MS / 1000
