@@ -474,3 +474,102 @@ async def test_many_calls_are_isolated(autojump_clock: trio.testing.MockClock) -
             run.check_protocols()
             assert bytes(run.session.input_audio) == bytes(run.caller.sent_audio)
             assert len(run.session.truncations) == 1
+
+
+# --- catching up: coalescing only when behind -------------------------------------------
+
+
+class SlowSends:
+    """A text socket whose every send takes `delay` seconds: a peer that reads slowly."""
+
+    def __init__(self, inner: Any, delay: float) -> None:
+        self.inner, self.delay = inner, delay
+
+    async def send(self, text: str) -> None:
+        await trio.sleep(self.delay)
+        await self.inner.send(text)
+
+    async def receive(self) -> str | bytes | None:
+        return await self.inner.receive()  # type: ignore[no-any-return]
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        await self.inner.aclose(code, reason)
+
+
+class SlowModel:
+    """The local model behind a connection whose sends each take `delay` seconds."""
+
+    def __init__(self, inner: LocalRealtimeServer, delay: float) -> None:
+        self.inner, self.delay, self.sessions = inner, delay, inner.sessions
+
+    @asynccontextmanager
+    async def connect(self, model: str) -> AsyncIterator[RealtimeConnection]:
+        async with self.inner.connect(model) as connection:
+            delay = self.delay
+
+            class Slow:
+                async def send(self, event: rt.ClientEvent) -> None:
+                    await trio.sleep(delay)
+                    await connection.send(event)
+
+                async def receive(self) -> rt.ServerEvent | None:
+                    return await connection.receive()
+
+            yield Slow()
+
+
+def _appends(session: ServerSession) -> list[bytes]:
+    import base64
+
+    return [base64.b64decode(e["audio"]) for e in map(json.loads, session.received)
+            if e["type"] == "input_audio_buffer.append"]
+
+
+async def test_idle_calls_send_one_append_per_frame(autojump_clock: trio.testing.MockClock) -> None:
+    run = await call(TwilioCaller(utterances=[Utterance(at=0.5, duration=1.0)], hangup_at=3),
+                     LocalRealtimeServer())
+    assert {len(a) for a in _appends(run.session)} == {FRAME}  # nothing waits to be batched
+
+
+async def test_a_slow_model_socket_gets_caller_audio_in_fewer_appends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    model = LocalRealtimeServer()
+    caller = TwilioCaller(utterances=[Utterance(at=0.5, duration=1.0)], hangup_at=4)
+    run = await call(caller, SlowModel(model, delay=0.05))  # 2.5 frames per send
+    run.check_protocols()
+    appends = _appends(run.session)
+    assert 1 < max(map(len, appends)) <= 100 * 8 + FRAME
+    assert len(appends) < run.result.stats.frames_to_model
+    # the same audio, in order, up to what was still queued at the hang-up
+    received = b"".join(appends)
+    assert bytes(caller.sent_audio).startswith(received) and len(received) > 3.5 * 8000
+    assert run.result.stats.frames_to_model * FRAME == len(received)
+    assert run.session.turns  # VAD still heard the turn
+
+
+async def test_a_slow_twilio_socket_gets_model_audio_in_fewer_messages(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    import base64
+
+    # 20 ms deltas ten times faster than real time, to a socket that takes 30 ms a send
+    model = LocalRealtimeServer(chunk_ms=20, speedup=10, default_reply_ms=3000)
+    caller = TwilioCaller(utterances=[Utterance(at=1.5, duration=0.5)], hangup_at=4)
+    run = await call(caller, model, agent=Agent(greeting="Talk."),
+                     wrap_socket=lambda s: SlowSends(s, 0.03))
+    run.check_protocols()
+    sizes = [len(base64.b64decode(m.payload)) for _, m in caller.received
+             if isinstance(m, tw.Media)]
+    assert max(sizes) > FRAME and max(sizes) <= 100 * 8
+    [(item_id, audio_end_ms)] = run.session.truncations
+    [cleared] = caller.clears
+    heard = caller.heard_audio(cleared)
+    produced = bytes(run.session.produced[item_id])
+    assert heard == produced[: len(heard)]  # bit-exact, in order
+    # never beyond what was heard; short of it by at most the time the slow socket took
+    # to deliver the last media + mark (2 x 30 ms): the mark is stamped when sent
+    assert 0 <= len(heard) - audio_end_ms * 8 <= 2 * 0.03 * 8000
+    deltas = [e for e in map(json.loads, run.session.sent)
+              if e["type"] == "response.output_audio.delta"]
+    assert len(sizes) < len(deltas) / 2  # far fewer messages than the model sent deltas

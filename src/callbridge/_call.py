@@ -10,13 +10,16 @@ Tasks (all in the call's nursery, none outlives it):
   mark echoes update the playback state.
 * Model writer: opens the model connection as soon as the call starts, in parallel
   with waiting for Twilio's `start`; sends `session.update` first, then the caller
-  audio buffered so far, in order, then live audio.
+  audio buffered so far, in order, then live audio. Frames that queued up while it
+  was busy go out as one `append` (up to `coalesce_ms`); an idle call adds no delay.
 * Model reader: handles server events. Audio deltas go to the playout channel
   (bounded; when full the model reader waits: the model is read no faster than
   Twilio takes audio). `speech_started` triggers barge-in.
-* Playout: the only task that sends audio to Twilio, one `media` + `mark` per chunk.
-  It runs under a cancel scope: barge-in cancels it (dropping whatever it had not
-  sent yet), sends `clear`, and starts a fresh one with a fresh channel.
+* Playout: the only task that sends audio to Twilio, one `media` + `mark` per chunk;
+  chunks of one item that queued up while it was sending are merged (up to
+  `coalesce_ms`) into one `media` + `mark`. It runs under a cancel scope: barge-in
+  cancels it (dropping whatever it had not sent yet), sends `clear`, and starts a
+  fresh one with a fresh channel.
 
 Teardown: Twilio's `stop` ends the model side at once, then we wait (bounded) for
 Twilio to close its socket rather than closing it ourselves: closing while the
@@ -26,6 +29,7 @@ side ends first, we close the Twilio socket so Twilio runs the next TwiML verb.
 
 from __future__ import annotations
 
+import binascii
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -62,6 +66,9 @@ class CallLimits:
     send_timeout: float = 10.0
     #: after `stop`, how long to wait for Twilio to close its socket before we do
     close_wait: float = 5.0
+    #: audio that queued up behind a busy socket is sent as one message of about this
+    #: many ms at most, either way (fewer messages when behind; 0 turns it off)
+    coalesce_ms: int = 100
 
 
 class CallRefused(Exception):
@@ -313,9 +320,23 @@ class _Call:
             self.end("model_closed", "model socket closed while sending")
 
     async def write_model(self, model: RealtimeConnection) -> None:
-        async for payload in self.caller_audio.receive_channel:
+        receive = self.caller_audio.receive_channel
+        limit = self.limits.coalesce_ms * tw.BYTES_PER_MS
+        async for payload in receive:
+            frames = 1
+            if limit and receive.statistics().current_buffer_used:  # behind: catch up
+                payloads = [payload]
+                size = tw.payload_size(payload)
+                while size < limit:
+                    try:
+                        payloads.append(receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                    size += tw.payload_size(payloads[-1])
+                frames = len(payloads)
+                payload = _join_base64(payloads)
             await model.send(rt.InputAudioBufferAppend(audio=payload))
-            self.stats.frames_to_model += 1
+            self.stats.frames_to_model += frames
 
     async def read_model(self, model: RealtimeConnection) -> None:
         while True:
@@ -406,7 +427,31 @@ class _Call:
         with trio.CancelScope() as scope, receive:
             task_status.started(scope)
             await self.started.wait()
-            async for item_id, start, end, payload in receive:
+            limit = self.limits.coalesce_ms * tw.BYTES_PER_MS
+            held: tuple[str, int, int, str] | None = None
+            while True:
+                if held is not None:
+                    item_id, start, end, payload = held
+                    held = None
+                else:
+                    try:
+                        item_id, start, end, payload = await receive.receive()
+                    except trio.EndOfChannel:
+                        return
+                if limit and end - start < limit and receive.statistics().current_buffer_used:
+                    # behind Twilio: merge this item's queued chunks into one message
+                    payloads = [payload]
+                    while end - start < limit:
+                        try:
+                            held = receive.receive_nowait()
+                        except trio.WouldBlock:
+                            break
+                        if held[0] != item_id or held[1] != end or held[2] - start > limit:
+                            break
+                        payloads.append(held[3])
+                        end, held = held[2], None
+                    if len(payloads) > 1:
+                        payload = _join_base64(payloads)
                 sid = self.stream_sid
                 mark = self.playback.mark_name(item_id, end)
                 try:
@@ -418,6 +463,12 @@ class _Call:
                 self.playback.sent(item_id, start, end, mark, trio.current_time())
                 self.stats.chunks_out += 1
                 self.stats.bytes_out += end - start
+
+
+def _join_base64(payloads: list[str]) -> str:
+    """One base64 string for the concatenated audio (base64 does not concatenate)."""
+    return binascii.b2a_base64(b"".join(map(binascii.a2b_base64, payloads)),
+                               newline=False).decode("ascii")
 
 
 async def run_call(
