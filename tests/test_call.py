@@ -573,3 +573,49 @@ async def test_a_slow_twilio_socket_gets_model_audio_in_fewer_messages(
     deltas = [e for e in map(json.loads, run.session.sent)
               if e["type"] == "response.output_audio.delta"]
     assert len(sizes) < len(deltas) / 2  # far fewer messages than the model sent deltas
+
+
+class Scripted:
+    """A model that hands the bridge a burst of deltas and then `speech_started`, all
+    without a checkpoint in between: playout wakes with audio the barge-in makes stale."""
+
+    def __init__(self, deltas: int) -> None:
+        self.deltas, self.sessions = deltas, []
+
+    @asynccontextmanager
+    async def connect(self, model: str) -> AsyncIterator[RealtimeConnection]:
+        import base64
+
+        chunk = base64.b64encode(bytes(range(160))).decode()
+        events: list[rt.ServerEvent] = [rt.ResponseCreated(response={"id": "r1"})]
+        events += [rt.OutputAudioDelta(response_id="r1", item_id="i1", delta=chunk)
+                   for _ in range(self.deltas)]
+        events += [rt.SpeechStarted(audio_start_ms=0, item_id="u1")]
+
+        class Connection:
+            async def send(self, event: rt.ClientEvent) -> None:
+                await trio.lowlevel.checkpoint()
+
+            async def receive(self) -> rt.ServerEvent | None:
+                if events:
+                    return events.pop(0)  # no checkpoint: the burst arrives at once
+                await trio.sleep_forever()
+                raise AssertionError  # pragma: no cover
+
+        yield Connection()
+
+
+@pytest.mark.parametrize("deltas", range(1, 12))
+@pytest.mark.parametrize("attempt", range(8))  # trio varies its scheduling order
+async def test_no_stale_audio_when_playout_wakes_into_a_barge_in(
+    autojump_clock: trio.testing.MockClock, deltas: int, attempt: int,
+) -> None:
+    caller = TwilioCaller(hangup_at=1.0)
+    run = await call(caller, Scripted(deltas), agent=Agent(greeting="Hi."))
+    assert run.result.reason == "caller_hangup"
+    # anything sent before the clear is cleared; nothing may follow it
+    if caller.clears:
+        late = [m for t, m in caller.received
+                if isinstance(m, tw.Media | tw.Mark) and t > caller.clears[0]]
+        assert late == []
+    assert caller.violations == []

@@ -338,7 +338,7 @@ class _Call:
                 while size < limit:
                     try:
                         payloads.append(receive.receive_nowait())
-                    except trio.WouldBlock:
+                    except (trio.WouldBlock, trio.EndOfChannel):
                         break
                     size += tw.payload_size(payloads[-1])
                 frames = len(payloads)
@@ -452,7 +452,7 @@ class _Call:
                     while end - start < limit:
                         try:
                             held = receive.receive_nowait()
-                        except trio.WouldBlock:
+                        except (trio.WouldBlock, trio.EndOfChannel):
                             break
                         if held[0] != item_id or held[1] != end or held[2] - start > limit:
                             break
@@ -460,6 +460,10 @@ class _Call:
                         end, held = held[2], None
                     if len(payloads) > 1:
                         payload = _join_base64(payloads)
+                if scope.cancel_called:
+                    # a barge-in ran between our wake-up and now: this audio is stale,
+                    # and the send below is shielded, so it must not start
+                    return
                 sid = self.stream_sid
                 mark = self.playback.mark_name(item_id, end)
                 try:

@@ -1,0 +1,428 @@
+"""Bench results: merge what the peers saw, check it, and write JSON, Markdown and PNG.
+
+Pure functions over the peers' summaries (see `_gen.py` and `_model.py`) plus the
+writers; no processes, no sockets. The PNG needs matplotlib (the `bench` extra);
+without it the plot is skipped and the report says so.
+"""
+
+from __future__ import annotations
+
+import bisect
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+
+def _upper_ms(b: int) -> float:
+    """Upper edge of histogram bucket `b` (see `_wire.Hist`: 10 µs to 100 ms, then 10 ms)."""
+    return (b + 1) * 0.01 if b < 10000 else (b - 9990 + 1) * 10.0
+
+
+#: the issue's targets
+TARGET_P99_MS = 20.0
+TARGET_BARGE_P99_MS = 5.0
+TARGET_CPU_PER_CALL = 0.33
+TARGET_RSS_PER_CALL_KIB = 250.0
+#: the generator is late by more than this at p99, or its core is this busy: saturated
+SATURATED_LATENESS_MS = 5.0
+SATURATED_LOAD_CPU = 90.0
+#: processes that are not ours used more CPU than this during the window: figures disturbed
+DISTURBED_OTHER_CPU = 10.0
+
+
+# --- histograms ------------------------------------------------------------------------
+
+def merge_hists(dumps: Iterable[Mapping[str, Any]]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for d in dumps:
+        for k, v in d["buckets"].items():
+            counts[int(k)] = counts.get(int(k), 0) + v
+    return counts
+
+
+def hist_stats(dumps: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """n, p50, p99 (upper edge of their bucket) and exact max, in ms."""
+    counts = merge_hists(dumps)
+    n = sum(counts.values())
+    mx = max((d["max"] for d in dumps), default=0.0) * 1000
+    if not n:
+        return {"n": 0, "p50": None, "p99": None, "max": None}
+    out: dict[str, Any] = {"n": n}
+    keys = sorted(counts)
+    for name, q in (("p50", 0.50), ("p99", 0.99)):
+        target = q * n
+        acc = 0
+        for k in keys:
+            acc += counts[k]
+            if acc >= target:
+                out[name] = round(min(_upper_ms(k), mx), 3)
+                break
+    out["max"] = round(mx, 3)
+    return out
+
+
+def values_stats(values: Sequence[float]) -> dict[str, Any]:
+    """The same figures from a list of seconds."""
+    if not values:
+        return {"n": 0, "p50": None, "p99": None, "max": None}
+    v = sorted(values)
+    n = len(v)
+
+    def q(p: float) -> float:
+        return round(v[min(n - 1, max(0, int(p * n + 0.999999) - 1))] * 1000, 3)
+
+    return {"n": n, "p50": q(0.5), "p99": q(0.99), "max": round(v[-1] * 1000, 3)}
+
+
+# --- one step ----------------------------------------------------------------------------
+
+def analyze(gens: Sequence[Mapping[str, Any]], model: Mapping[str, Any],
+            window: tuple[float, float]) -> dict[str, Any]:
+    """Check every frame both ways and collect the latencies of one run."""
+    t0, t1 = window
+    gcalls: dict[str, Mapping[str, Any]] = {}
+    for g in gens:
+        gcalls.update(g["calls"])
+    mcalls = model["calls"]
+    f = {"c2m_sent": 0, "c2m_received": 0, "c2m_lost": 0, "c2m_reordered": 0,
+         "c2m_duplicated": 0, "m2c_sent": 0, "m2c_received": 0, "m2c_lost": 0,
+         "m2c_reordered": 0, "stale_after_clear": 0, "foreign": 0,
+         "discarded_by_barge_in": 0, "late_deltas_dropped": 0}
+    reactions: list[float] = []
+    barges_in_window = 0
+    barges_without_clear = 0
+    clears_unexplained = 0
+    truncates = truncate_errors = truncate_beyond_sent = cancels = 0
+    errors: dict[str, int] = {}
+    for cid, g in gcalls.items():
+        m = mcalls.get(cid, {"received": 0, "gaps": 0, "reorders": 0, "resps": [],
+                             "barges": [], "truncates": 0, "truncate_bad": 0,
+                             "truncate_beyond_sent": 0, "cancels": 0})
+        if g["error"]:
+            key = g["error"].split(":")[0]
+            errors[key] = errors.get(key, 0) + 1
+        f["c2m_sent"] += g["sent"]
+        f["c2m_received"] += m["received"]
+        f["c2m_lost"] += max(0, g["sent"] - m["received"], m["gaps"])
+        f["c2m_duplicated"] += max(0, m["received"] - g["sent"])
+        f["c2m_reordered"] += m["reorders"]
+        f["m2c_reordered"] += g["gaps"]
+        f["stale_after_clear"] += g["stale"]
+        f["foreign"] += g["foreign"]
+        rx = g["rx"]
+        for r, sent, pre, interrupted in m["resps"]:
+            got = rx.get(str(r), 0)
+            f["m2c_sent"] += sent
+            if interrupted:
+                if got > pre:  # frames sent after speech_started reached the caller
+                    f["stale_after_clear"] += got - pre
+                    got = pre
+                f["discarded_by_barge_in"] += pre - got
+                f["late_deltas_dropped"] += sent - pre
+            else:
+                f["m2c_lost"] += max(0, sent - got)
+            f["m2c_received"] += got
+        truncates += m["truncates"]
+        truncate_errors += m["truncate_bad"]
+        truncate_beyond_sent += m["truncate_beyond_sent"]
+        cancels += m["cancels"]
+        barges = sorted(m["barges"])
+        clears = g["clears"]
+        matched = set()
+        for tc in clears:
+            i = bisect.bisect_right(barges, tc) - 1
+            if i < 0 or tc - barges[i] > 10.0:  # a clear no barge-in explains
+                clears_unexplained += 1
+                continue
+            matched.add(i)
+            if t0 <= barges[i] <= t1:
+                reactions.append(tc - barges[i])
+        for i, tb in enumerate(barges):
+            if t0 <= tb <= t1:
+                barges_in_window += 1
+                if i not in matched:
+                    barges_without_clear += 1
+    worst = sorted((g.get("max_m2c_ms", 0.0) for g in gcalls.values()), reverse=True)
+    return {
+        "calls_run": len(gcalls),
+        # is a bad m->c tail spread over all calls or a few? (worst call first)
+        "m2c_max_per_call_ms": worst[:10],
+        "calls_with_m2c_over_20ms": sum(1 for w in worst if w > TARGET_P99_MS),
+        "calls_failed": sum(errors.values()),
+        "call_errors": errors,
+        "c2m": hist_stats([model["lat_c2m"]]),
+        "m2c": hist_stats([g["lat_m2c"] for g in gens]),
+        "barge_in": {**values_stats(reactions), "in_window": barges_in_window,
+                     "without_clear": barges_without_clear,
+                     "clears_unexplained": clears_unexplained,
+                     "truncates": truncates, "truncate_errors": truncate_errors,
+                     "truncate_beyond_sent": truncate_beyond_sent, "cancels_sent": cancels},
+        "frames": f,
+        "lateness": hist_stats([g["lateness"] for g in gens]),
+        "peer_errors": [e for g in gens for e in g["errors"]][:10] + list(model["errors"][:10]),
+        "model_unknown_events": model["unknown"],
+        "model_connections": model["connections"],
+        "model_open_at_end": model["open"],
+    }
+
+
+def verdict(step: Mapping[str, Any]) -> dict[str, Any]:
+    """Holds p99 <= 20 ms both ways with zero loss (and nothing else broken)?"""
+    reasons = []
+    fr = step["frames"]
+    for way in ("c2m", "m2c"):
+        p99 = step[way]["p99"]
+        if p99 is None or p99 > TARGET_P99_MS:
+            reasons.append(f"{way} p99 {p99} ms > {TARGET_P99_MS:g}")
+    lost = fr["c2m_lost"] + fr["m2c_lost"]
+    if lost:
+        reasons.append(f"{lost} frames lost")
+    if fr["c2m_reordered"] + fr["m2c_reordered"] + fr["c2m_duplicated"]:
+        reasons.append("frames reordered or duplicated")
+    if fr["stale_after_clear"] or fr["foreign"]:
+        reasons.append(f"{fr['stale_after_clear']} stale, {fr['foreign']} foreign frames")
+    if step["calls_failed"]:
+        reasons.append(f"{step['calls_failed']} calls failed: {step['call_errors']}")
+    if step["barge_in"]["truncate_errors"] or step["barge_in"]["clears_unexplained"]:
+        reasons.append("bad truncations or unexplained clears")
+    # correctness alone (no timing): what the smoke test and the exit status rely on
+    correct = not any("p99" not in r for r in reasons)
+    lateness = step["lateness"]["p99"] or 0.0
+    saturated = lateness > SATURATED_LATENESS_MS or step.get("load_cpu_pct", 0) > SATURATED_LOAD_CPU
+    targets = {
+        "p99_latency": not any("p99" in r for r in reasons),
+        "zero_loss": lost == 0,
+        "barge_in_p99": (step["barge_in"]["p99"] or 0.0) <= TARGET_BARGE_P99_MS,
+        "cpu_per_call": (step.get("cpu_pct_per_call") or 1e9) <= TARGET_CPU_PER_CALL,
+        "rss_per_call": (step.get("rss_per_call_kib") or 1e9) <= TARGET_RSS_PER_CALL_KIB,
+    }
+    disturbed = step.get("other_cpu_pct", 0) > DISTURBED_OTHER_CPU
+    return {"pass": not reasons, "correct": correct, "reasons": reasons,
+            "generator_saturated": saturated,
+            "disturbed": disturbed, "targets": targets}
+
+
+# --- the machine -------------------------------------------------------------------------
+
+def machine(src: Path | None) -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for dist in ("trio", "hypercorn", "wsproto", "h11", "trio-websocket", "quart", "quart-trio",
+                 "cattrs", "attrs", "callbridge"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    root = src.parent if src is not None else Path(__file__).resolve().parent.parent
+    rev = _git(root, "rev-parse", "--short", "HEAD")
+    dirty = _git(root, "status", "--porcelain", "--", "src") if rev else ""
+    if src is not None and (root / "REVISION").exists():  # an export: `git archive` + REVISION
+        rev, dirty = (root / "REVISION").read_text().strip(), ""
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
+        "python": platform.python_version(), "versions": versions,
+        "callbridge_src": str(src or "installed"),
+        "callbridge_rev": (rev + ("+dirty" if dirty else "")) if rev else "unknown",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def _git(root: Path, *args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+# --- writing -----------------------------------------------------------------------------
+
+def _ms(s: Mapping[str, Any]) -> str:
+    if not s.get("n"):
+        return "–"
+    return f"{s['p50']:.2f} / {s['p99']:.2f} / {s['max']:.1f}"
+
+
+def _num(x: Any, fmt: str = "{:.1f}") -> str:
+    return "–" if x is None else fmt.format(x)
+
+
+def markdown(result: Mapping[str, Any]) -> str:
+    m = result["machine"]
+    cfg = result["config"]
+    lines = [f"# callbridge load bench: {result['title']}", "",
+             f"`{result['command']}`", "",
+             f"- machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, "
+             f"Python {m['python']}",
+             "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v),
+             f"- callbridge: {m['callbridge_rev']} ({m['callbridge_src']})",
+             f"- pinning: {cfg['pinning']}; {cfg['workers']} hypercorn worker(s); "
+             f"{cfg['duration']:g} s measured per step after ramp-up; seed {cfg['seed']}"
+             + (f"; calls last ~{cfg['churn_s']:g} s, then new ones dial" if "churn_s" in cfg else ""),
+             f"- date: {m['date']}", ""]
+    steps = result.get("steps") or []
+    if steps:
+        lines += [
+            "| calls | server CPU % | CPU %/call | calls/core | c→m p50 / p99 / max ms "
+            "| m→c p50 / p99 / max ms | barge-in p50 / p99 ms (n) | lost | reord. | stale "
+            "| discarded by barge-in | RSS/call KiB | gen. late p99 ms | load CPU % | verdict |",
+            "|" + "---|" * 15,
+        ]
+        for s in steps:
+            fr = s["frames"]
+            v = s["verdict"]
+            b = s["barge_in"]
+            verdict_text = "ok" if v["pass"] else "FAIL: " + "; ".join(v["reasons"])
+            if v["generator_saturated"]:
+                verdict_text += " (generator saturated)"
+            if v.get("disturbed"):
+                verdict_text += f" (disturbed: other processes used {s['other_cpu_pct']:.0f} % CPU)"
+            lines.append(
+                f"| {s['calls']} | {_num(s['server_cpu_pct'])} | {_num(s['cpu_pct_per_call'], '{:.3f}')} "
+                f"| {_num(s['calls_per_core'], '{:.0f}')} | {_ms(s['c2m'])} | {_ms(s['m2c'])} "
+                f"| {_num(b['p50'], '{:.2f}')} / {_num(b['p99'], '{:.2f}')} ({b['n']}) "
+                f"| {fr['c2m_lost'] + fr['m2c_lost']} "
+                f"| {fr['c2m_reordered'] + fr['m2c_reordered']} | {fr['stale_after_clear']} "
+                f"| {fr['discarded_by_barge_in']} | {_num(s['rss_per_call_kib'])} "
+                f"| {_num(s['lateness']['p99'], '{:.2f}')} | {_num(s['load_cpu_pct'])} "
+                f"| {verdict_text} |")
+        lines.append("")
+    if any(len(s.get("worker_cpu_pct") or []) > 1 for s in steps):
+        lines += ["How the calls spread over the workers (each worker's CPU %; the kernel hands "
+                  "each new connection to whichever worker accepts first):", "",
+                  "| calls | worker CPU % | generator CPU % | model CPU % |", "|---|---|---|---|"]
+        for s in steps:
+            lines.append(f"| {s['calls']} | {' / '.join(f'{w:.0f}' for w in s['worker_cpu_pct'])} "
+                         f"| {_num(s.get('generator_cpu_pct'))} | {_num(s.get('model_cpu_pct'))} |")
+        lines.append("")
+    cap = result.get("capacity")
+    if cap:
+        lines += ["## Capacity", ""]
+        for k, v in cap.items():
+            lines.append(f"- {k.replace('_', ' ')}: {v}")
+        lines.append("")
+    soak = result.get("soak")
+    if soak:
+        lines += ["## Soak", "", f"- {soak['summary']}", "",
+                  "| t s | active calls | RSS workers MiB | open fds | server CPU % |",
+                  "|---|---|---|---|---|"]
+        for row in soak["samples"]:
+            lines.append(f"| {row['t']:.0f} | {row['active_calls']} | "
+                         f"{row['rss_kib'] / 1024:.1f} | {row['fds']} | {_num(row['cpu_pct'])} |")
+        lines.append("")
+    lines += ["Figures: latency is bridge-added one-way time from the sender's stamp to the "
+              "receiver's read, both ways, over loopback (it includes the kernel and the peers' "
+              "own scheduling: an upper bound). barge-in = `speech_started` sent by the model "
+              "→ `clear` read by the caller. CPU is the server's process time over wall time "
+              "(100 % = one core); calls/core = 100 / (CPU %/call). RSS/call = (workers' RSS "
+              "at N − idle) / N. Lost counts frames that never arrived both ways; "
+              "discarded by barge-in = model audio queued in the bridge when the caller "
+              "interrupted (dropped on purpose); stale = audio of an interrupted response "
+              "played after `clear` (a bug). See bench/README.md.", ""]
+    if result.get("plot"):
+        lines += [f"![plot]({result['plot']})", ""]
+    elif result.get("plot_note"):
+        lines += [f"_{result['plot_note']}_", ""]
+    return "\n".join(lines)
+
+
+def plot(result: Mapping[str, Any], path: Path) -> str | None:
+    """Write the PNG; returns why not when it cannot."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no PNG: matplotlib is not installed (pip install -e '.[bench]')"
+    steps = result.get("steps") or []
+    soak = result.get("soak")
+    if soak:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        t = [r["t"] for r in soak["samples"]]
+        ax.plot(t, [r["rss_kib"] / 1024 for r in soak["samples"]], "o-", label="RSS (MiB)")
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("server workers' RSS (MiB)")
+        ax2 = ax.twinx()
+        ax2.plot(t, [r["fds"] for r in soak["samples"]], "s--", color="tab:red",
+                 label="open fds")
+        ax2.set_ylabel("open file descriptors")
+        ax.set_title(result["title"])
+        fig.legend(loc="lower right")
+    elif steps:
+        fig, (ax, axc) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+        n = [s["calls"] for s in steps]
+        for way, label in (("c2m", "caller→model"), ("m2c", "model→caller")):
+            ax.plot(n, [s[way]["p50"] for s in steps], "o--", label=f"{label} p50")
+            ax.plot(n, [s[way]["p99"] for s in steps], "o-", label=f"{label} p99")
+        ax.plot(n, [s["barge_in"]["p99"] for s in steps], "^-", label="barge-in p99")
+        ax.axhline(TARGET_P99_MS, color="grey", lw=0.8, ls=":")
+        ax.set_ylabel("added latency (ms)")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+        ax.set_title(result["title"])
+        axc.plot(n, [s["server_cpu_pct"] for s in steps], "o-", label="server CPU %")
+        axc.plot(n, [s["load_cpu_pct"] for s in steps], "s--", label="load generator + model CPU %")
+        axc.set_xlabel("concurrent calls")
+        axc.set_ylabel("CPU % (100 = one core)")
+        axc2 = axc.twinx()
+        axc2.plot(n, [s["cpu_pct_per_call"] for s in steps], "d:", color="tab:green",
+                  label="server CPU % per call")
+        axc2.set_ylabel("CPU % per call")
+        axc.legend(loc="upper left", fontsize=8)
+        axc2.legend(loc="lower right", fontsize=8)
+    else:
+        return "no PNG: nothing to plot"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def write(result: dict[str, Any], out: Path, name: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / f"{name}.png"
+    note = plot(result, png)
+    if note is None:
+        result["plot"] = png.name
+    else:
+        result["plot_note"] = note
+    paths = [out / f"{name}.json", out / f"{name}.md"]
+    paths[0].write_text(json.dumps(result, indent=1) + "\n")
+    paths[1].write_text(markdown(result))
+    return paths + ([png] if note is None else [])
+
+
+def print_step(s: Mapping[str, Any], file: Any = sys.stdout) -> None:
+    fr = s["frames"]
+    b = s["barge_in"]
+    v = s["verdict"]
+    print(f"  N={s['calls']}: server CPU {_num(s['server_cpu_pct'])} % "
+          f"({_num(s['cpu_pct_per_call'], '{:.3f}')} %/call -> "
+          f"{_num(s['calls_per_core'], '{:.0f}')} calls/core), "
+          f"RSS {_num(s['rss_per_call_kib'])} KiB/call, load CPU {_num(s['load_cpu_pct'])} %\n"
+          f"    c->m ms {_ms(s['c2m'])}   m->c ms {_ms(s['m2c'])}   "
+          f"barge-in p50/p99 {_num(b['p50'], '{:.2f}')}/{_num(b['p99'], '{:.2f}')} ms (n={b['n']})\n"
+          f"    frames c->m {fr['c2m_sent']} sent {fr['c2m_lost']} lost; m->c {fr['m2c_sent']} sent "
+          f"{fr['m2c_lost']} lost, {fr['discarded_by_barge_in']} discarded by barge-in, "
+          f"{fr['stale_after_clear']} stale; gen. lateness p99 "
+          f"{_num(s['lateness']['p99'], '{:.2f}')} ms\n"
+          f"    -> {'ok' if v['pass'] else 'FAIL: ' + '; '.join(v['reasons'])}"
+          f"{' (generator saturated)' if v['generator_saturated'] else ''}"
+          f"{' (DISTURBED: other processes used %.0f %% CPU)' % s['other_cpu_pct'] if v.get('disturbed') else ''}",
+          file=file, flush=True)

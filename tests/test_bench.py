@@ -1,0 +1,43 @@
+"""The load bench still runs: `bench/load.py --quick` end to end, checked for correctness.
+
+A few calls for a few seconds through a real `hypercorn --worker-class trio` process,
+the bench model and a load generator, so the bench cannot rot. Timings are the bench's
+business, never asserted here; what is asserted is that every frame arrived, in
+order, and no audio of an interrupted response reached the caller after `clear`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "load.py"
+
+
+@pytest.mark.slow
+def test_quick_load_run_is_intact(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--no-wait-quiet", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((tmp_path / "quick.json").read_text())
+    assert {"machine", "config", "steps", "capacity", "command"} <= result.keys()
+    assert (tmp_path / "quick.md").exists()
+    step = result["steps"][0]
+    for key in ("c2m", "m2c", "barge_in", "frames", "server_cpu_pct", "cpu_pct_per_call",
+                "rss_per_call_kib", "lateness", "verdict"):
+        assert key in step
+    frames = step["frames"]
+    assert step["calls_run"] == 4 and step["calls_failed"] == 0, step["call_errors"]
+    assert frames["c2m_sent"] > 0 and frames["m2c_sent"] > 0
+    assert frames["c2m_lost"] == 0 and frames["m2c_lost"] == 0
+    assert frames["c2m_reordered"] == 0 and frames["m2c_reordered"] == 0
+    assert frames["stale_after_clear"] == 0 and frames["foreign"] == 0
+    assert step["barge_in"]["truncate_errors"] == 0
+    assert step["barge_in"]["clears_unexplained"] == 0
+    assert step["c2m"]["n"] > 0 and step["m2c"]["n"] > 0
