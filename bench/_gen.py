@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import json
 import os
 import random
 import selectors
@@ -515,13 +514,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", required=True)
     args = p.parse_args()
-    gen = Generator(args)
-    try:
-        gen.run()
-    finally:
-        with open(args.out, "w") as f:
-            json.dump(gen.summary(), f)
-    return 0
+    return W.run_and_record(Generator(args), args.out)
 
 
 if __name__ == "__main__":

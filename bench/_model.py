@@ -482,13 +482,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", required=True)
     args = p.parse_args()
-    model = Model(args)
-    try:
-        model.run()
-    finally:
-        with open(args.out, "w") as f:
-            json.dump(model.summary(), f)
-    return 0
+    return W.run_and_record(Model(args), args.out)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,11 @@ taken in one process can be subtracted from a reading taken in another.
 from __future__ import annotations
 
 import base64
+import json
 import hashlib
 import struct
 from binascii import b2a_base64
+from typing import Any
 
 __all__ = [
     "C2M", "M2C", "FRAME_BYTES", "STAMP_B64", "Hist", "accept_key", "bucket",
@@ -136,3 +138,14 @@ def bucket(seconds: float) -> int:
 def bucket_upper_ms(b: int) -> float:
     """The upper edge of bucket `b`, in ms."""
     return (b + 1) * 0.01 if b < 10000 else (b - 9990 + 1) * 10.0
+
+
+def run_and_record(peer: Any, out: str) -> int:
+    """Run a bench peer (`run()`) to the end, then write its `summary()` as JSON to
+    `out`, even when it failed: the orchestrator reads what there is."""
+    try:
+        peer.run()
+    finally:
+        with open(out, "w") as f:
+            json.dump(peer.summary(), f)
+    return 0
