@@ -72,9 +72,19 @@ async def dial_twilio_stream(caller: TwilioCaller, url: str, **headers: str) -> 
     from trio_websocket import open_websocket_url
 
     extra = [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]
+    from trio_websocket import ConnectionClosed
+
     async with open_websocket_url(url, extra_headers=extra, connect_timeout=5,
                                   disconnect_timeout=2) as ws:
         await caller.run(TrioWebSocket(ws))
+        # Read whatever the server still had in flight: trio-websocket's reader task
+        # blocks for good on a full message queue, and its context would never exit.
+        with trio.move_on_after(10):
+            while True:
+                try:
+                    await ws.get_message()
+                except ConnectionClosed:
+                    break
 
 
 @attrs.frozen
