@@ -371,20 +371,8 @@ class Generator:
     def frames(self, c: Call, buf: bytes, now: float) -> None:
         pos = 0
         n = len(buf)
-        while n - pos >= 2:
-            ln = buf[pos + 1] & 127
-            if ln < 126:
-                h = 2
-            elif ln == 126:
-                if n - pos < 4:
-                    break
-                ln = (buf[pos + 2] << 8) | buf[pos + 3]
-                h = 4
-            else:
-                if n - pos < 10:
-                    break
-                ln = int.from_bytes(buf[pos + 2:pos + 10], "big")
-                h = 10
+        while (header := W.frame_header(buf, pos, n)) is not None:
+            h, ln = header
             end = pos + h + ln
             if end > n:
                 break

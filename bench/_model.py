@@ -229,26 +229,9 @@ class Model:
             buf = buf[end + 4:]
         pos = 0
         n = len(buf)
-        while n - pos >= 6:
-            b1 = buf[pos + 1]
-            ln = b1 & 127
-            if ln < 126:
-                h = 2
-            elif ln == 126:
-                if n - pos < 8:
-                    break
-                ln = (buf[pos + 2] << 8) | buf[pos + 3]
-                h = 4
-            else:
-                if n - pos < 14:
-                    break
-                ln = int.from_bytes(buf[pos + 2:pos + 10], "big")
-                h = 10
-            if b1 & 128:
-                key = buf[pos + h:pos + h + 4]
-                h += 4
-            else:
-                key = b"\0\0\0\0"
+        while (header := W.frame_header(buf, pos, n)) is not None:
+            h, ln = header
+            key = buf[pos + h - 4:pos + h] if buf[pos + 1] & 128 else b"\0\0\0\0"
             end = pos + h + ln
             if end > n:
                 break

@@ -28,8 +28,8 @@ from typing import Any
 
 __all__ = [
     "C2M", "M2C", "FRAME_BYTES", "STAMP_B64", "Hist", "accept_key", "bucket",
-    "bucket_upper_ms", "client_header", "handshake_request", "server_header", "stamp_b64",
-    "tail_b64", "unmask",
+    "bucket_upper_ms", "client_header", "frame_header", "handshake_request", "run_and_record",
+    "server_header", "stamp_b64", "tail_b64", "unmask",
 ]
 
 FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
@@ -149,3 +149,29 @@ def run_and_record(peer: Any, out: str) -> int:
         with open(out, "w") as f:
             json.dump(peer.summary(), f)
     return 0
+
+
+def frame_header(buf: bytes, pos: int, n: int) -> tuple[int, int] | None:
+    """(header length, payload length) of the WebSocket frame at `buf[pos:n]`, the
+    header including the 4-byte mask key when the frame is masked; None while the
+    header is incomplete."""
+    if n - pos < 2:
+        return None
+    b1 = buf[pos + 1]
+    ln = b1 & 127
+    h = 2
+    if ln == 126:
+        h = 4
+        if n - pos < h:
+            return None
+        ln = (buf[pos + 2] << 8) | buf[pos + 3]
+    elif ln == 127:
+        h = 10
+        if n - pos < h:
+            return None
+        ln = int.from_bytes(buf[pos + 2:pos + 10], "big")
+    if b1 & 128:
+        h += 4
+        if n - pos < h:
+            return None
+    return h, ln
