@@ -28,9 +28,9 @@ from typing import Any
 
 import trio
 
-from callbridge._sockets import MessageSocket
 from callbridge.testing import (
     LocalRealtimeServer,
+    ServerSession,
     TwilioCaller,
     Utterance,
     dial_twilio_stream,
@@ -39,34 +39,14 @@ from callbridge.testing import (
 )
 
 
-class StampedServer(LocalRealtimeServer):
-    """Records when each connection sent `speech_started`."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.speech_started_at: dict[int, float] = {}
-
-    async def serve(self, socket: MessageSocket, *, model: str = "gpt-realtime") -> None:
-        index = len(self.sessions)
-        stamps = self.speech_started_at
-
-        class Stamped:
-            async def send(self, text: str) -> None:
-                await socket.send(text)
-                if '"input_audio_buffer.speech_started"' in text and index not in stamps:
-                    stamps[index] = trio.current_time()
-
-            async def receive(self) -> str | bytes | None:
-                return await socket.receive()
-
-            async def aclose(self, code: int = 1000, reason: str = "") -> None:
-                await socket.aclose(code, reason)
-
-        await super().serve(Stamped(), model=model)
+def speech_started_at(session: ServerSession) -> float:
+    """When the model sent its first `speech_started` (the session's own record)."""
+    return next(at for at, direction, text in session.timeline
+                if direction == "out" and '"input_audio_buffer.speech_started"' in text)
 
 
 async def run(calls: int) -> dict[str, Any]:
-    model = StampedServer(default_reply_ms=3000, speedup=10)
+    model = LocalRealtimeServer(default_reply_ms=3000, speedup=10)
     async with trio.open_nursery() as nursery:
         model_port = await nursery.start(partial(serve_realtime_websocket, model))
         env = {"OPENAI_API_KEY": "sk-local", "CALLBRIDGE_GREETING": "Say hello.",
@@ -113,7 +93,7 @@ async def run(calls: int) -> dict[str, Any]:
             if heard != produced[: len(heard)]:
                 problems.append("heard audio differs from produced audio")
             rows.append({
-                "clear_latency_ms": (caller.clears[0] - model.speech_started_at[index]) * 1000,
+                "clear_latency_ms": (caller.clears[0] - speech_started_at(session)) * 1000,
                 "truncation_error_ms": len(heard) / 8 - end_ms,
                 "beyond_produced": end_ms * 8 > len(produced),
             })

@@ -16,36 +16,24 @@ import trio
 import trio.testing
 from _schema import validate_client_event
 
-from callbridge import Agent, CallEvent, CallLimits, CallResult, memory_socket_pair, run_call
+from callbridge import Agent, CallEvent, CallLimits, memory_socket_pair, run_call
 from callbridge import realtime as rt
 from callbridge import twilio as tw
 from callbridge.backend import ModelConnectError, RealtimeConnection
-from callbridge.testing import TwilioCaller, Utterance
+from callbridge.testing import SimulatedCall, TwilioCaller, Utterance
 from callbridge.testing._model import LocalRealtimeServer, ServerSession
 
 FRAME = 160
 
 
-class Run:
-    def __init__(self, result: CallResult, caller: TwilioCaller, model: LocalRealtimeServer,
-                 events: list[CallEvent]) -> None:
-        self.result, self.caller, self.model, self.events = result, caller, model, events
-
-    @property
-    def session(self) -> ServerSession:
-        assert len(self.model.sessions) == 1
-        return self.model.sessions[0]
-
-    def times(self, kind: str) -> list[float]:
-        return [e.at for e in self.events if e.kind == kind]
+class Run(SimulatedCall):
+    """`SimulatedCall`, whose protocol check also holds every event the bridge sent the
+    model to the openai SDK's schema."""
 
     def check_protocols(self) -> None:
-        """Everything sent either way was valid for the peer receiving it."""
-        assert self.caller.violations == []
+        super().check_protocols()
         for text in self.session.received:
             validate_client_event(text)
-        errors = [json.loads(t) for t in self.session.sent if json.loads(t)["type"] == "error"]
-        assert errors == []
 
 
 async def call(
@@ -62,7 +50,7 @@ async def call(
         nursery.start_soon(caller.run, twilio_end)
         result = await run_call(wrap_socket(bridge_end), agent=agent or Agent(), backend=model,
                                 limits=limits, on_event=events.append)
-    return Run(result, caller, model, events)
+    return Run(result=result, caller=caller, model=model, events=events)
 
 
 class SlowToConnect:

@@ -331,20 +331,18 @@ class _Call:
         receive = self.caller_audio.receive_channel
         limit = self.limits.coalesce_ms * tw.BYTES_PER_MS
         async for payload in receive:
-            frames = 1
-            if limit and receive.statistics().current_buffer_used:  # behind: catch up
-                payloads = [payload]
-                size = tw.payload_size(payload)
-                while size < limit:
-                    try:
-                        payloads.append(receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                    size += tw.payload_size(payloads[-1])
-                frames = len(payloads)
+            payloads = [payload]
+            size = tw.payload_size(payload)
+            while size < limit:  # behind: take what queued up meanwhile (idle: nothing)
+                try:
+                    payloads.append(receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                size += tw.payload_size(payloads[-1])
+            if len(payloads) > 1:
                 payload = _join_base64(payloads)
             await model.send(rt.InputAudioBufferAppend(audio=payload))
-            self.stats.frames_to_model += frames
+            self.stats.frames_to_model += len(payloads)
 
     async def read_model(self, model: RealtimeConnection) -> None:
         while True:
@@ -446,20 +444,19 @@ class _Call:
                         item_id, start, end, payload = await receive.receive()
                     except trio.EndOfChannel:
                         return
-                if limit and end - start < limit and receive.statistics().current_buffer_used:
-                    # behind Twilio: merge this item's queued chunks into one message
-                    payloads = [payload]
-                    while end - start < limit:
-                        try:
-                            held = receive.receive_nowait()
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                        if held[0] != item_id or held[1] != end or held[2] - start > limit:
-                            break
-                        payloads.append(held[3])
-                        end, held = held[2], None
-                    if len(payloads) > 1:
-                        payload = _join_base64(payloads)
+                # behind Twilio: merge this item's chunks that queued up meanwhile
+                payloads = [payload]
+                while end - start < limit:
+                    try:
+                        held = receive.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    if held[0] != item_id or held[1] != end or held[2] - start > limit:
+                        break
+                    payloads.append(held[3])
+                    end, held = held[2], None
+                if len(payloads) > 1:
+                    payload = _join_base64(payloads)
                 if scope.cancel_called:
                     # a barge-in ran between our wake-up and now: this audio is stale,
                     # and the send below is shielded, so it must not start

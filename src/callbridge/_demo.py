@@ -9,7 +9,7 @@ caller hangs up.
 
 The timeline is built afterwards from the two peers' records, which are the ground
 truth: when the caller spoke and what their phone played (and when `clear` cut
-it), and what the model sent and received. The same scenario runs without sockets
+it), and what the model sent and received (`ServerSession.timeline`). The same scenario runs without sockets
 on trio's `MockClock` (`loopback=False`), which is how the test suite runs it.
 """
 
@@ -25,9 +25,15 @@ import attrs
 import trio
 
 from . import twilio as tw
-from ._sockets import MessageSocket, memory_socket_pair
 from .agent import Agent
-from .testing import LocalRealtimeServer, Reply, TwilioCaller, Utterance, scripted_brain
+from .testing import (
+    LocalRealtimeServer,
+    Reply,
+    TwilioCaller,
+    Utterance,
+    scripted_brain,
+    simulate_call,
+)
 from .testing._voice import babble
 from .testing._wav import write_wav
 
@@ -98,38 +104,11 @@ class DemoReport:
         return "\n".join(lines)
 
 
-class _StampedModel(LocalRealtimeServer):
-    """The local model, with the time of every frame it sent and received."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.log: list[tuple[float, str, dict[str, Any]]] = []
-
-    async def serve(self, socket: MessageSocket, *, model: str = "gpt-realtime") -> None:
-        log = self.log
-
-        class Stamped:
-            async def send(self, text: str) -> None:
-                await socket.send(text)
-                log.append((trio.current_time(), "out", json.loads(text)))
-
-            async def receive(self) -> str | bytes | None:
-                text = await socket.receive()
-                if isinstance(text, str):
-                    log.append((trio.current_time(), "in", json.loads(text)))
-                return text
-
-            async def aclose(self, code: int = 1000, reason: str = "") -> None:
-                await socket.aclose(code, reason)
-
-        await super().serve(Stamped(), model=model)
-
-
-def _peers() -> tuple[TwilioCaller, _StampedModel]:
+def _peers() -> tuple[TwilioCaller, LocalRealtimeServer]:
     replies = [Reply(audio=babble(round(s * 1000), pitch_hz=210, seed=i), transcript=text)
                for i, (text, s) in enumerate(AGENT_LINES)]
     # a realistic pace: deltas of 100 ms, five times faster than real time
-    model = _StampedModel(brain=scripted_brain(replies), chunk_ms=100, speedup=5)
+    model = LocalRealtimeServer(brain=scripted_brain(replies), chunk_ms=100, speedup=5)
     utterances = [Utterance.recorded(babble(round(s * 1000), pitch_hz=120, seed=10 + i,
                                             level=0.35), at=at)
                   for i, (at, _, s) in enumerate(CALLER_LINES)]
@@ -138,17 +117,12 @@ def _peers() -> tuple[TwilioCaller, _StampedModel]:
     return caller, model
 
 
-async def _call_in_memory(caller: TwilioCaller, model: _StampedModel) -> str:
-    from ._call import run_call
-
-    twilio_end, bridge_end = memory_socket_pair()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(caller.run, twilio_end)
-        await run_call(bridge_end, agent=AGENT, backend=model)
+async def _call_in_memory(caller: TwilioCaller, model: LocalRealtimeServer) -> str:
+    await simulate_call(caller, agent=AGENT, model=model)
     return "in memory on virtual time: run_call <-> local model, no sockets"
 
 
-async def _call_over_loopback(caller: TwilioCaller, model: _StampedModel) -> str:
+async def _call_over_loopback(caller: TwilioCaller, model: LocalRealtimeServer) -> str:
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
@@ -225,7 +199,7 @@ def _summary(report: DemoReport) -> str:
 # --- building the timeline from the peers' records -------------------------------------
 
 
-def _report(caller: TwilioCaller, model: _StampedModel) -> DemoReport:
+def _report(caller: TwilioCaller, model: LocalRealtimeServer) -> DemoReport:
     t0 = caller.t0
     entries: list[Entry] = [Entry(0.0, "twilio", f"call starts: stream {caller.stream_sid}")]
     # what the caller's phone played, per assistant item: (receive time, Heard)
@@ -235,7 +209,10 @@ def _report(caller: TwilioCaller, model: _StampedModel) -> DemoReport:
     item_of: dict[str, str] = {}
     transcripts = {r.id: r.transcript for s in model.sessions for r in s.responses}
     produced = {k: len(v) for s in model.sessions for k, v in s.produced.items()}
-    for at, direction, event in model.log:
+    # what the model sent and received, when (one session: the demo's call)
+    log = [(at, direction, json.loads(text)) for s in model.sessions
+           for at, direction, text in s.timeline]
+    for at, direction, event in log:
         if direction == "out" and event["type"] == "response.output_audio.delta":
             first_delta.setdefault(event["item_id"], at)
             item_of.setdefault(event["item_id"], event["response_id"])
@@ -265,7 +242,7 @@ def _report(caller: TwilioCaller, model: _StampedModel) -> DemoReport:
 
     interruptions: list[Interruption] = []
     latencies: list[float] = []
-    for at, direction, event in model.log:
+    for at, direction, event in log:
         kind, rel = event["type"], at - t0
         if direction == "in" and kind == "session.update":
             entries.append(Entry(rel, "bridge", "session.update: audio/pcmu both ways, server VAD"))

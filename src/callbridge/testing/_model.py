@@ -147,6 +147,7 @@ class _Connection:
         with trio.CancelScope(shield=True):
             await self.socket.send(text)
         self.state.sent.append(text)
+        self.state.timeline.append((trio.current_time(), "out", text))
 
     async def _send(self, *events: rt.ServerEvent) -> None:
         async with self._lock:
@@ -164,6 +165,7 @@ class _Connection:
                         text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
                         self.server.received.append(text)
                         self.state.received.append(text)
+                        self.state.timeline.append((trio.current_time(), "in", text))
                         await self._handle(text)
                 except SocketClosed:
                     pass

@@ -87,6 +87,8 @@ class ServerSession:
     vad_log: list[tuple[str, int, int]] = attrs.field(factory=list)
     received: list[str] = attrs.field(factory=list, repr=False)
     sent: list[str] = attrs.field(factory=list, repr=False)
+    #: every frame either way, in order: (trio time, "in" or "out", text)
+    timeline: list[tuple[float, str, str]] = attrs.field(factory=list, repr=False)
     closed: bool = False
 
     @property
