@@ -101,14 +101,17 @@ async def test_nothing_is_sent_to_twilio_before_start(autojump_clock: trio.testi
     assert caller.heard_audio() == b"".join(bytes(a) for a in run.session.produced.values())
 
 
+@pytest.mark.parametrize(("chunk_ms", "mark_ms"), [(100, 100), (20, 100), (20, 0)],
+                         ids=["100ms-deltas", "20ms-deltas", "mark-every-delta"])
 @pytest.mark.parametrize("speedup", [10.0, 1.25], ids=["generation-finished", "still-generating"])
 @pytest.mark.parametrize("barge_in_at", [0.37, 1.0, 1.61, 2.5])
 async def test_barge_in_clears_at_once_and_truncates_at_what_was_heard(
-    autojump_clock: trio.testing.MockClock, barge_in_at: float, speedup: float
+    autojump_clock: trio.testing.MockClock, barge_in_at: float, speedup: float,
+    chunk_ms: int, mark_ms: int,
 ) -> None:
-    model = LocalRealtimeServer(default_reply_ms=3000, speedup=speedup)
+    model = LocalRealtimeServer(default_reply_ms=3000, speedup=speedup, chunk_ms=chunk_ms)
     caller = TwilioCaller(utterances=[Utterance(at=barge_in_at, duration=0.5)], hangup_at=6.0)
-    run = await call(caller, model, agent=GREETER)
+    run = await call(caller, model, agent=GREETER, limits=CallLimits(mark_ms=mark_ms))
     run.check_protocols()
     session = run.session
 
@@ -389,7 +392,8 @@ async def test_stalled_twilio_socket_bounds_playout_and_ends_the_call(
 ) -> None:
     model = BoundedPipe(LocalRealtimeServer(default_reply_ms=60_000, chunk_ms=20, speedup=50))
     caller = TwilioCaller(hangup_at=60.0)
-    limits = CallLimits(playout_buffer_chunks=16, send_timeout=5.0)
+    # a mark after every chunk: the 10 sends that get through are 5 chunks
+    limits = CallLimits(playout_buffer_chunks=16, send_timeout=5.0, mark_ms=0)
     run = await call(caller, model, agent=GREETER, limits=limits,
                      wrap_socket=lambda s: SlowTwilio(s, after=10))
     assert run.result.reason == "twilio_stalled"
@@ -555,9 +559,10 @@ async def test_a_slow_twilio_socket_gets_model_audio_in_fewer_messages(
     heard = caller.heard_audio(cleared)
     produced = bytes(run.session.produced[item_id])
     assert heard == produced[: len(heard)]  # bit-exact, in order
-    # never beyond what was heard; short of it by at most the time the slow socket took
-    # to deliver the last media + mark (2 x 30 ms): the mark is stamped when sent
-    assert 0 <= len(heard) - audio_end_ms * 8 <= 2 * 0.03 * 8000
+    # never beyond what was heard; short of it by at most what played while `clear`
+    # went through the slow socket: behind the media + mark in flight, then its own
+    # send (3 x 30 ms)
+    assert 0 <= len(heard) - audio_end_ms * 8 <= 3 * 0.03 * 8000
     deltas = [e for e in map(json.loads, run.session.sent)
               if e["type"] == "response.output_audio.delta"]
     assert len(sizes) < len(deltas) / 2  # far fewer messages than the model sent deltas
@@ -607,3 +612,75 @@ async def test_no_stale_audio_when_playout_wakes_into_a_barge_in(
                 if isinstance(m, tw.Media | tw.Mark) and t > caller.clears[0]]
         assert late == []
     assert caller.violations == []
+
+
+class Timed:
+    """A model that plays a script of (delay before, event), then stays quiet."""
+
+    def __init__(self, script: list[tuple[float, rt.ServerEvent]]) -> None:
+        self.script, self.sessions = script, []
+
+    @asynccontextmanager
+    async def connect(self, model: str) -> AsyncIterator[RealtimeConnection]:
+        script = list(self.script)
+
+        class Connection:
+            async def send(self, event: rt.ClientEvent) -> None:
+                await trio.lowlevel.checkpoint()
+
+            async def receive(self) -> rt.ServerEvent | None:
+                if script:
+                    delay, event = script.pop(0)
+                    await trio.sleep(delay)
+                    return event
+                await trio.sleep_forever()
+                raise AssertionError  # pragma: no cover
+
+        yield Connection()
+
+
+@pytest.mark.parametrize("mark_ms", [0, 100])
+async def test_audio_in_flight_at_a_barge_in_is_cleared_and_not_counted_as_playing(
+    autojump_clock: trio.testing.MockClock, mark_ms: int,
+) -> None:
+    import base64
+
+    chunk = base64.b64encode(bytes(160)).decode()
+    model = Timed([
+        (0.2, rt.ResponseCreated(response={"id": "r1"})),  # after `start`
+        (0.0, rt.OutputAudioDelta(response_id="r1", item_id="i1", delta=chunk)),
+        (0.01, rt.SpeechStarted(audio_start_ms=0, item_id="u1")),  # during that send
+        (0.5, rt.SpeechStarted(audio_start_ms=500, item_id="u2")),
+    ])
+    caller = TwilioCaller(hangup_at=1.0)
+    # every send to Twilio takes 50 ms: the first barge-in lands while the chunk is in
+    # flight; the chunk must not enter the new generation's playback (the second
+    # barge-in would then try to truncate an item of the old one)
+    run = await call(caller, model, limits=CallLimits(mark_ms=mark_ms),
+                     wrap_socket=lambda s: SlowSends(s, 0.05))
+    assert run.result.reason == "caller_hangup"
+    assert run.times("clear") and len(run.times("clear")) == 1  # nothing left to clear later
+    assert run.times("truncate") == []
+
+
+@pytest.mark.parametrize("mark_ms", [0, 100, 250])
+async def test_marks_follow_every_mark_ms_of_audio_and_the_end_of_each_response(
+    autojump_clock: trio.testing.MockClock, mark_ms: int,
+) -> None:
+    model = LocalRealtimeServer(default_reply_ms=1010, chunk_ms=20, speedup=1)
+    caller = TwilioCaller(utterances=[Utterance(at=2.0, duration=0.4)], hangup_at=5.0)
+    run = await call(caller, model, agent=GREETER, limits=CallLimits(mark_ms=mark_ms))
+    run.check_protocols()
+    assert len(run.session.responses) == 2  # the greeting, and the reply after the turn
+    audio_ms = 0
+    for _, message in caller.received:
+        if isinstance(message, tw.Media):
+            audio_ms += len(message.payload) * 3 // 4 // 8
+            assert audio_ms - 20 < max(mark_ms, 1)  # else the chunk before owed a mark
+        elif isinstance(message, tw.Mark):
+            assert audio_ms > 0  # never two marks in a row
+            audio_ms = 0
+    assert audio_ms == 0  # every response's audio ends with a mark
+    stats = run.result.stats
+    assert stats.marks_played == len(caller.echoes) > 0
+    assert stats.marks_played <= 2 * (1 + 1010 // max(mark_ms, 20))

@@ -11,7 +11,9 @@ from callbridge._playback import Interruption, Playback
 
 # A step is a tuple: ("created", resp) | ("delta", resp, item, nbytes) | ("send", item, t)
 # (sends everything produced for `item` and not yet sent, as one segment + mark)
-# | ("echo", n, t) (echo the n-th mark sent, 0-based) | ("done", resp).
+# | ("send-", item, t) (the same, without a mark) | ("tail", t) (a mark alone, for
+# what went without one) | ("echo", n, t) (echo the n-th mark sent, 0-based)
+# | ("done", resp).
 
 
 def run(steps: list[tuple[Any, ...]], *, auto_cancel: bool = True) -> tuple[Playback, list[str]]:
@@ -28,12 +30,18 @@ def run(steps: list[tuple[Any, ...]], *, auto_cancel: bool = True) -> tuple[Play
             end = p.audio_delta(resp, item, n)
             if end is not None:
                 produced[item] = end
-        elif kind == "send":
+        elif kind in ("send", "send-"):
             _, item, t = step
             start, end = sent.get(item, 0), produced[item]
-            mark = p.mark_name(item, end)
+            mark = p.mark_name(item, end) if kind == "send" else None
             p.sent(item, start, end, mark, t)
             sent[item] = end
+            if mark is not None:
+                marks.append(mark)
+        elif kind == "tail":
+            mark = p.tail_mark()
+            assert mark is not None
+            p.sent("", 0, 0, mark, step[1])
             marks.append(mark)
         elif kind == "echo":
             _, n, t = step
@@ -75,6 +83,41 @@ CASES = [
         0.2,
         Interruption(clear=True, truncate=truncate("A", 200), heard_ms=200),
         id="generation finished but still playing: clear anyway, no cancel",
+    ),
+    pytest.param(
+        [("created", "r1")] + [("delta", "r1", "A", 160), ("send-", "A", 0.0)] * 2
+        + [("delta", "r1", "A", 160), ("send", "A", 0.0)],
+        0.05,
+        Interruption(clear=True, truncate=truncate("A", 50), heard_ms=50),
+        id="unmarked chunks: played back to back up to the next mark",
+    ),
+    pytest.param(
+        [("created", "r1")] + [("delta", "r1", "A", 160), ("send-", "A", 0.0)] * 2
+        + [("delta", "r1", "A", 160), ("send", "A", 0.0)],
+        7.0,
+        Interruption(clear=True, truncate=truncate("A", 60), heard_ms=60),
+        id="unmarked chunks: the estimate stops at the next mark",
+    ),
+    pytest.param(
+        [("created", "r1"), ("delta", "r1", "A", 160), ("send-", "A", 0.0),
+         ("delta", "r1", "A", 160), ("send", "A", 0.5)],
+        0.51,
+        Interruption(clear=True, truncate=truncate("A", 30), heard_ms=30),
+        id="unmarked chunks: none plays before it was sent",
+    ),
+    pytest.param(
+        [("created", "r1"), ("delta", "r1", "A", 160), ("send-", "A", 0.0),
+         ("delta", "r1", "A", 160), ("send", "A", 0.0), ("echo", 0, 0.04), ("done", "r1")],
+        0.5,
+        Interruption(clear=False, truncate=None, heard_ms=40),
+        id="an echo confirms the unmarked chunks before its mark",
+    ),
+    pytest.param(
+        [("created", "r1"), ("delta", "r1", "A", 160), ("send-", "A", 0.0), ("tail", 0.0),
+         ("echo", 0, 0.02), ("done", "r1")],
+        0.5,
+        Interruption(clear=False, truncate=None, heard_ms=20),
+        id="a mark alone confirms the tail",
     ),
     pytest.param(
         [("created", "r1")],
@@ -196,3 +239,34 @@ def test_foreign_marks_are_ignored(name: str) -> None:
     p, _ = run([("created", "r"), ("delta", "r", "A", 160), ("send", "A", 0.0)])
     assert p.mark_echoed(name, 0.01).outcome == "foreign"
     assert p.outstanding
+
+
+def test_a_send_under_way_needs_a_clear() -> None:
+    p, _ = run([("created", "r1")])
+    assert p.interrupt(0.0, sending=True).clear
+
+
+def test_marks_every_mark_bytes_and_anew_after_a_barge_in() -> None:
+    p = Playback(mark_bytes=800)
+    p.response_created("r1")
+    marked = []
+    for n in range(12):
+        end = p.audio_delta("r1", "A", 160)
+        assert end is not None
+        mark = p.mark_after("A", end - 160, end)
+        p.sent("A", end - 160, end, mark, n * 0.02)
+        marked.append(mark is not None)
+    assert marked == [False] * 4 + [True] + [False] * 4 + [True] + [False] * 2
+    assert p.tail_mark() == p.mark_name("A", 12 * 160)
+    p.interrupt(0.3)
+    assert p.tail_mark() is None
+    p.sent("", 0, 0, "0:1920:A", 0.3)  # the tail mark of the old generation, sent late
+    assert not p.outstanding  # ignored: nothing new was sent
+    p.response_created("r2")
+    p.audio_delta("r2", "B", 160)
+    assert p.mark_after("B", 0, 160) is None  # counting starts over
+
+
+def test_every_chunk_marked_by_default() -> None:
+    p = Playback()
+    assert p.mark_after("A", 0, 1) == p.mark_name("A", 1)

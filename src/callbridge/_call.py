@@ -15,9 +15,11 @@ Tasks (all in the call's nursery, none outlives it):
 * Model reader: handles server events. Audio deltas go to the playout channel
   (bounded; when full the model reader waits: the model is read no faster than
   Twilio takes audio). `speech_started` triggers barge-in.
-* Playout: the only task that sends audio to Twilio, one `media` + `mark` per chunk;
+* Playout: the only task that sends audio to Twilio, one `media` per chunk, followed
+  by a `mark` once `mark_ms` of audio went without one, and when the model's audio
+  pauses;
   chunks of one item that queued up while it was sending are merged (up to
-  `coalesce_ms`) into one `media` + `mark`. It runs under a cancel scope: barge-in
+  `coalesce_ms`) into one `media`. It runs under a cancel scope: barge-in
   cancels it (dropping whatever it had not sent yet), sends `clear`, and starts a
   fresh one with a fresh channel.
 
@@ -50,6 +52,11 @@ __all__ = ["CallEvent", "CallLimits", "CallRefused", "CallResult", "CallStats", 
 
 log = logging.getLogger("callbridge.call")
 
+#: a playout chunk: (item id, start byte, end byte, base64 audio)
+_Chunk = tuple[str, int, int, str]
+#: not audio: tells playout that the model's audio paused (mark what went unmarked)
+_MARK_TAIL: _Chunk = ("", 0, 0, "")
+
 
 @attrs.frozen(kw_only=True)
 class CallLimits:
@@ -69,6 +76,11 @@ class CallLimits:
     #: audio that queued up behind a busy socket is sent as one message of about this
     #: many ms at most, either way (fewer messages when behind; 0 turns it off)
     coalesce_ms: int = 100
+    #: a Twilio `mark` follows the chunk that completes this many ms of audio since
+    #: the last one, and the end of each response. Echoed marks are how we know what the caller heard: finer
+    #: marks keep the barge-in truncation truer when Twilio's playback lags behind
+    #: what we sent; coarser ones save two messages per mark. 0: after every chunk
+    mark_ms: int = 100
 
 
 class CallRefused(Exception):
@@ -150,7 +162,8 @@ class _Call:
         self.limits = limits
         self.on_event = on_event
         self.stats = CallStats()
-        self.playback = Playback(auto_cancel=agent.auto_cancel)
+        self.playback = Playback(auto_cancel=agent.auto_cancel,
+                                 mark_bytes=limits.mark_ms * tw.BYTES_PER_MS)
         self.caller_audio = _CallerAudio(limits.caller_buffer_frames, self.stats)
         self.start: tw.Start | None = None
         self.started = trio.Event()
@@ -161,7 +174,7 @@ class _Call:
         self.send_lock = trio.Lock()
         self.pumps: trio.Nursery | None = None
         self.playout_scope: trio.CancelScope | None = None
-        self.playout_send: trio.MemorySendChannel[tuple[str, int, int, str]] | None = None
+        self.playout_send: trio.MemorySendChannel[_Chunk] | None = None
 
     # --- bookkeeping -----------------------------------------------------------------
 
@@ -364,19 +377,18 @@ class _Call:
             if end is None:
                 self.stats.stale_deltas += 1
                 return
-            assert self.playout_send is not None
-            try:
-                await self.playout_send.send((event.item_id, end - size, end, event.delta))
-            except trio.BrokenResourceError:
-                pass  # playout ended: the Twilio side is gone and the call is ending
+            await self.play((event.item_id, end - size, end, event.delta))
         elif isinstance(event, rt.SpeechStarted):
             self.emit("speech_started", audio_start_ms=event.audio_start_ms)
             await self.barge_in(model)
         elif isinstance(event, rt.ResponseCreated):
             self.playback.response_created(event.response_id)
             self.emit("response_created", response_id=event.response_id)
+        elif isinstance(event, rt.OutputAudioDone):
+            await self.play(_MARK_TAIL)
         elif isinstance(event, rt.ResponseDone):
             self.playback.response_done(event.response_id)
+            await self.play(_MARK_TAIL)
             self.emit("response_done", response_id=event.response_id, status=event.status)
         elif isinstance(event, rt.SpeechStopped):
             self.emit("speech_stopped", audio_end_ms=event.audio_end_ms)
@@ -390,7 +402,8 @@ class _Call:
             self.emit("caller_transcript", item_id=event.item_id, text=event.transcript)
 
     async def barge_in(self, model: RealtimeConnection) -> None:
-        decision = self.playback.interrupt(trio.current_time())
+        # the lock is held only while playout hands audio to Twilio (`clear` is ours)
+        decision = self.playback.interrupt(trio.current_time(), sending=self.send_lock.locked())
         await self.restart_playout()
         if decision.clear:
             try:
@@ -412,13 +425,21 @@ class _Call:
 
     # --- playout -----------------------------------------------------------------------
 
+    async def play(self, chunk: _Chunk) -> None:
+        """Queue a chunk for playout; waits while the playout buffer is full."""
+        assert self.playout_send is not None
+        try:
+            await self.playout_send.send(chunk)
+        except trio.BrokenResourceError:
+            pass  # playout ended: the Twilio side is gone and the call is ending
+
     async def restart_playout(self) -> None:
         """Cancel the current playout (its unsent audio goes with it) and start anew."""
         if self.playout_scope is not None:
             self.playout_scope.cancel()
         if self.playout_send is not None:
             await self.playout_send.aclose()
-        send, receive = trio.open_memory_channel[tuple[str, int, int, str]](
+        send, receive = trio.open_memory_channel[_Chunk](
             self.limits.playout_buffer_chunks
         )
         self.playout_send = send
@@ -427,14 +448,14 @@ class _Call:
 
     async def playout(
         self,
-        receive: trio.MemoryReceiveChannel[tuple[str, int, int, str]],
+        receive: trio.MemoryReceiveChannel[_Chunk],
         task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         with trio.CancelScope() as scope, receive:
             task_status.started(scope)
             await self.started.wait()
             limit = self.limits.coalesce_ms * tw.BYTES_PER_MS
-            held: tuple[str, int, int, str] | None = None
+            held: _Chunk | None = None
             while True:
                 if held is not None:
                     item_id, start, end, payload = held
@@ -444,6 +465,9 @@ class _Call:
                         item_id, start, end, payload = await receive.receive()
                     except trio.EndOfChannel:
                         return
+                if not payload:  # _MARK_TAIL
+                    await self.mark_tail(scope)
+                    continue
                 # behind Twilio: merge this item's chunks that queued up meanwhile
                 payloads = [payload]
                 while end - start < limit:
@@ -462,16 +486,34 @@ class _Call:
                     # and the send below is shielded, so it must not start
                     return
                 sid = self.stream_sid
-                mark = self.playback.mark_name(item_id, end)
+                mark = self.playback.mark_after(item_id, start, end)
+                media = tw.Media(stream_sid=sid, payload=payload)
                 try:
-                    await self.send_twilio(tw.Media(stream_sid=sid, payload=payload),
-                                           tw.Mark(stream_sid=sid, name=mark))
+                    if mark is None:
+                        await self.send_twilio(media)
+                    else:
+                        await self.send_twilio(media, tw.Mark(stream_sid=sid, name=mark))
                 except SocketClosed:
                     self.end("twilio_closed", "Twilio socket closed while sending")
                     return
+                if scope.cancel_called:
+                    return  # a barge-in came during the send: its `clear` follows this audio
                 self.playback.sent(item_id, start, end, mark, trio.current_time())
                 self.stats.chunks_out += 1
                 self.stats.bytes_out += end - start
+
+    async def mark_tail(self, scope: trio.CancelScope) -> None:
+        """The model's audio paused: mark what went out without a mark."""
+        mark = self.playback.tail_mark()
+        if mark is None or scope.cancel_called:
+            return
+        try:
+            await self.send_twilio(tw.Mark(stream_sid=self.stream_sid, name=mark))
+        except SocketClosed:
+            self.end("twilio_closed", "Twilio socket closed while sending")
+            return
+        if not scope.cancel_called:
+            self.playback.sent("", 0, 0, mark, trio.current_time())
 
 
 def _join_base64(payloads: list[str]) -> str:

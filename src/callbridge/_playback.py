@@ -10,18 +10,21 @@ So for each assistant item there are three numbers, in bytes, always in this ord
 
 `produced` counts the model's `response.output_audio.delta` bytes for the item,
 `sent` what we handed to Twilio, and `heard` what Twilio confirmed by echoing a
-mark. Every chunk we send is followed by a mark whose name carries
-`generation:byte_end:item_id`, so an echo says exactly how far playback got.
+mark. A mark follows the chunk that completes `mark_bytes` since the last one (and
+the end of the model's audio: `tail_mark`); its name carries `generation:byte_end:item_id`, so an
+echo says exactly how far playback got. Twilio plays in order, so an echo also
+confirms the unmarked chunks before it. Fewer marks mean fewer messages both ways
+(each mark is echoed), at the price of a coarser cap on the estimate below.
 
-Between echoes we estimate: Twilio plays the oldest unconfirmed segment from the
-moment the one before it was confirmed (or from when it was sent, if Twilio was
-idle then), so `heard` advances with elapsed time, capped at that segment's end:
-never past the next unconfirmed mark.
+Between echoes we estimate: Twilio plays the chunks after the last confirmed one
+back to back, from the moment of that confirmation, but none before it was sent
+(Twilio was idle then), so `heard` advances with elapsed time, capped at the end
+of the next marked chunk: never past the next unconfirmed mark.
 
 On barge-in (`speech_started`) `interrupt()` decides, from that picture alone:
 
-* `clear` whenever anything sent is unconfirmed: audio may be queued at Twilio,
-  even if the model finished generating long ago;
+* `clear` whenever anything sent is unconfirmed, or a send is under way: audio may
+  be queued at Twilio, even if the model finished generating long ago;
 * `conversation.item.truncate` for the item being played, at what was heard,
   clamped to what the model produced; skipped when nothing of it was heard or it
   was heard to the end;
@@ -54,12 +57,12 @@ class _Item:
     heard: int = 0
 
 
-@attrs.frozen
+@attrs.define
 class _Segment:
     item_id: str
     start: int
     end: int
-    mark: str
+    mark: str | None  # None: confirmed by the next mark's echo
     sent_at: float
 
 
@@ -86,9 +89,12 @@ class MarkEcho:
 class Playback:
     """Playback state of one call. See the module docstring for the rules."""
 
-    def __init__(self, *, auto_cancel: bool = True) -> None:
+    def __init__(self, *, auto_cancel: bool = True, mark_bytes: int = 0) -> None:
         #: the session cancels an in-progress response on speech by itself
         self.auto_cancel = auto_cancel
+        #: a mark follows the audio at least every this many bytes (0: every chunk)
+        self.mark_bytes = mark_bytes
+        self._unmarked = 0  # bytes sent since the last mark
         self.generation = 0
         self._items: dict[str, _Item] = {}
         self._last_item: str | None = None
@@ -125,11 +131,34 @@ class Playback:
     def mark_name(self, item_id: str, end: int) -> str:
         return f"{self.generation}:{end}:{item_id}"
 
-    def sent(self, item_id: str, start: int, end: int, mark: str, now: float) -> None:
-        """Audio bytes [start, end) of `item_id` went to Twilio, followed by `mark`."""
-        if not self._queue:
+    def mark_after(self, item_id: str, start: int, end: int) -> str | None:
+        """The mark to send right after bytes [start, end) of `item_id`, or None when
+        this chunk goes without one (less than `mark_bytes` since the last mark)."""
+        if self._unmarked + end - start >= self.mark_bytes:
+            return self.mark_name(item_id, end)
+        return None
+
+    def tail_mark(self) -> str | None:
+        """A mark for audio sent without one, if any: to send (alone) when the
+        model's audio pauses, so the end of every response is confirmed too."""
+        if self._queue and self._queue[-1].mark is None:
+            last = self._queue[-1]
+            return self.mark_name(last.item_id, last.end)
+        return None
+
+    def sent(self, item_id: str, start: int, end: int, mark: str | None, now: float) -> None:
+        """Audio bytes [start, end) of `item_id` went to Twilio, followed by `mark` if
+        not None. A mark alone (`start == end`, from `tail_mark`) marks what was sent."""
+        queue = self._queue
+        if start == end:
+            if queue and queue[-1].mark is None:
+                queue[-1].mark = mark
+                self._unmarked = 0
+            return
+        if not queue:
             self._head_start = now
-        self._queue.append(_Segment(item_id, start, end, mark, now))
+        queue.append(_Segment(item_id, start, end, mark, now))
+        self._unmarked = 0 if mark is not None else self._unmarked + end - start
 
     def mark_echoed(self, name: str, now: float) -> MarkEcho:
         gen, _, rest = name.partition(":")
@@ -160,18 +189,26 @@ class Playback:
         """(item id, bytes heard) for the item playing now, or the last item if
         everything sent has been confirmed; None before any audio."""
         if self._queue:
-            seg = self._queue[0]
             assert self._head_start is not None
-            elapsed = round(max(0.0, now - self._head_start) * 1000 * BYTES_PER_MS)
-            return seg.item_id, min(seg.end, seg.start + elapsed)
+            began = self._head_start
+            for seg in self._queue:
+                began = max(began, seg.sent_at)  # Twilio cannot play what it has not got
+                size = seg.end - seg.start
+                played = round(max(0.0, now - began) * 1000 * BYTES_PER_MS)
+                if played < size or seg.mark is not None:
+                    return seg.item_id, seg.start + min(played, size)
+                began += size / BYTES_PER_MS / 1000
+            return seg.item_id, seg.end  # only unmarked chunks, all played by now
         if self._last_item is not None:
             return self._last_item, self._items[self._last_item].heard
         return None
 
     # --- barge-in --------------------------------------------------------------------
 
-    def interrupt(self, now: float) -> Interruption:
-        """The caller started speaking: decide what to send, and forget what was queued."""
+    def interrupt(self, now: float, *, sending: bool = False) -> Interruption:
+        """The caller started speaking: decide what to send, and forget what was queued.
+        `sending`: audio is being handed to Twilio right now (not yet `sent`); it will
+        be queued there, so it needs a `clear` too."""
         truncate = None
         heard_ms = None
         position = self.heard(now)
@@ -191,10 +228,11 @@ class Playback:
         self._dropping |= self._active
         self._active.clear()
         result = Interruption(
-            clear=self.outstanding, truncate=truncate, cancel=cancel, heard_ms=heard_ms
+            clear=self.outstanding or sending, truncate=truncate, cancel=cancel, heard_ms=heard_ms
         )
         self.generation += 1
         self._queue.clear()
+        self._unmarked = 0
         self._head_start = None
         self._items.clear()
         self._last_item = None
