@@ -19,7 +19,8 @@ import pytest
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "src" / "callbridge"
 
 _CANDIDATES = [
-    "twilio", "realtime", "codec", "_errors", "_playback", "twiml", "signature", "streamtoken"
+    "twilio", "realtime", "codec", "_errors", "_playback", "twiml", "signature", "streamtoken",
+    "_wsframes",
 ]
 # Modules that may not exist yet are included only when their file is there.
 SANS_IO_MODULES = [name for name in _CANDIDATES if (PACKAGE_DIR / f"{name}.py").is_file()]

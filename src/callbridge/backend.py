@@ -18,7 +18,8 @@ import trio
 
 from . import codec
 from . import realtime as rt
-from ._sockets import MessageSocket, TrioWebSocket
+from ._sockets import MessageSocket
+from ._wsclient import HandshakeError, connect_websocket
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -78,7 +79,8 @@ def realtime_url(base_url: str, model: str) -> str:
 
 @attrs.frozen(kw_only=True)
 class OpenAIRealtime:
-    """OpenAI's Realtime API (GA interface: no `OpenAI-Beta` header) over trio-websocket."""
+    """OpenAI's Realtime API (GA interface: no `OpenAI-Beta` header) over callbridge's own
+    lean WebSocket client (`_wsclient`: no reader task, frames parsed in the caller's task)."""
 
     api_key: str = attrs.field(repr=False)
     base_url: str = DEFAULT_BASE_URL
@@ -99,23 +101,22 @@ class OpenAIRealtime:
 
     @asynccontextmanager
     async def _connect(self, model: str) -> AsyncIterator[RealtimeConnection]:
-        from trio_websocket import HandshakeError, open_websocket_url
-
         url = realtime_url(self.base_url, model)
-        connected = False
         try:
-            async with open_websocket_url(
+            ws = await connect_websocket(
                 url,
-                extra_headers=[(b"Authorization", f"Bearer {self.api_key}".encode())],
+                headers=[("Authorization", f"Bearer {self.api_key}")],
                 max_message_size=self.max_message_size,
-                message_queue_size=16,
                 connect_timeout=self.connect_timeout,
                 disconnect_timeout=2.0,
-            ) as ws:
-                connected = True
-                yield EventConnection(TrioWebSocket(ws))
+            )
         except (OSError, HandshakeError, trio.TooSlowError) as exc:
-            if connected:
-                raise
             # never echo the request: it carries the key
-            raise ModelConnectError(f"cannot connect to {url}: {type(exc).__name__}") from None
+            status = exc.status_code if isinstance(exc, HandshakeError) else None
+            detail = f" (HTTP {status})" if status is not None else ""
+            raise ModelConnectError(
+                f"cannot connect to {url}: {type(exc).__name__}{detail}") from None
+        try:
+            yield EventConnection(ws)
+        finally:
+            await ws.aclose()
