@@ -5,6 +5,7 @@
     python bench/load.py --workers 2 --steps 50,100,150    # scale-out
     python bench/load.py --soak 5 --calls 100              # steady load with call churn
     python bench/load.py --quick             # a few calls for a few seconds (the smoke test)
+    python bench/load.py --server reference-trio --calls 25   # a reference bridge instead
 
 For each step it starts, each in its own process: callbridge under
 `hypercorn --worker-class trio callbridge.app:app` (pinned to core 0), the bench model
@@ -26,6 +27,7 @@ or in the single step); latency targets are reported, never the exit status.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import math
 import os
@@ -35,18 +37,27 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import trio
 
 import _report as R
-from callbridge.testing import hypercorn_process
+from callbridge.testing import HypercornProcess, hypercorn_process
 
 HERE = Path(__file__).resolve().parent
 perf = time.perf_counter
 TCK = os.sysconf("SC_CLK_TCK")
 DEFAULT_STEPS = [10, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000]
+REFERENCE = HERE / "reference"
+#: --server: what runs as the server under test (see bench/README.md, "Reference bridges")
+SERVERS = {
+    "callbridge": "hypercorn --worker-class trio callbridge.app:app",
+    "reference-trio": "hypercorn --worker-class trio bench/reference/trio_bridge.py:app",
+    "reference-asyncio": "uvicorn --ws websockets --app-dir bench/reference asyncio_bridge:app",
+}
 
 
 # --- /proc -------------------------------------------------------------------------------
@@ -208,6 +219,55 @@ def log_problems(log: str) -> dict[str, Any]:
     return out
 
 
+# --- the server under test ---------------------------------------------------------------
+
+@asynccontextmanager
+async def server_process(server: str, env: dict[str, str],
+                         args: list[str]) -> AsyncIterator[HypercornProcess]:
+    """Start `--server` on a free loopback port (like `hypercorn_process`, which runs
+    callbridge and the trio reference); yields once it accepts connections."""
+    if server == "callbridge":
+        app = "callbridge.app:app"
+    elif server == "reference-trio":
+        app = f"{REFERENCE / 'trio_bridge.py'}:app"
+    else:
+        async with uvicorn_process("asyncio_bridge:app", env, args=args) as proc:
+            yield proc
+        return
+    async with hypercorn_process(app, env, args=args) as proc:
+        yield proc
+
+
+@asynccontextmanager
+async def uvicorn_process(app: str, env: dict[str, str], *, args: list[str],
+                          startup_timeout: float = 20.0) -> AsyncIterator[HypercornProcess]:
+    """`uvicorn --ws websockets APP` from bench/reference/, the way `hypercorn_process`
+    runs hypercorn: its own process, output to a log, stopped on exit."""
+    port = free_port()
+    with tempfile.TemporaryFile() as log:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "uvicorn", "--ws", "websockets", "--host", "127.0.0.1",
+             "--port", str(port), "--app-dir", str(REFERENCE), *args, app],
+            env=os.environ | env, stdout=log, stderr=subprocess.STDOUT)
+        proc = HypercornProcess(f"127.0.0.1:{port}", log, pid=process.pid)
+        try:
+            with trio.fail_after(startup_timeout):
+                while True:
+                    try:
+                        await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
+                        break
+                    except OSError:
+                        if process.returncode is not None:
+                            raise RuntimeError(f"uvicorn exited:\n{proc.log()}") from None
+                        await trio.sleep(0.05)
+            yield proc
+        finally:
+            process.terminate()
+            with trio.move_on_after(10):
+                await process.wait()
+            process.kill()
+
+
 # --- one run -----------------------------------------------------------------------------
 
 class Options(argparse.Namespace):
@@ -227,6 +287,7 @@ class Options(argparse.Namespace):
     seed: int
     no_pin: bool
     server_src: Path | None
+    server: str
     stop_on_fail: bool
     wait_quiet: bool
     pinning: bool
@@ -268,7 +329,7 @@ async def run_load(o: Options, n: int, tmp: Path, *, soak_seconds: float | None 
         os.sched_setaffinity(0, server_cpus)  # hypercorn inherits this
     args = ["--workers", str(o.workers)]
     try:
-        async with hypercorn_process("callbridge.app:app", env, args=args) as server:
+        async with server_process(o.server, env, args) as server:
             if load_cpus is not None:
                 os.sched_setaffinity(0, load_cpus)
             await trio.sleep(0.5)
@@ -434,6 +495,10 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--no-pin", action="store_true",
                    help="do not pin the server to core 0 and the load to core 1 "
                         "(--workers 2 never pins)")
+    p.add_argument("--server", choices=list(SERVERS), default="callbridge",
+                   help="what runs as the server: callbridge (default), or a reference bridge "
+                        "to compare with on the same machine: " + "; ".join(
+                            f"{k}: {v}" for k, v in SERVERS.items() if k != "callbridge"))
     p.add_argument("--server-src", type=Path,
                    help="run the server from this source tree (put first on PYTHONPATH), "
                         "e.g. an export of another commit for a before/after comparison")
@@ -444,6 +509,8 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--keep-going", dest="stop_on_fail", action="store_false",
                    help="ramp: run every step even after one fails")
     o = p.parse_args(argv, namespace=Options())
+    if o.server_src is not None and o.server != "callbridge":
+        p.error("--server-src runs callbridge from another tree: not with --server " + o.server)
     o.pinning = (not o.no_pin and o.workers == 1 and len(os.sched_getaffinity(0)) >= 2
                  and {0, 1} <= os.sched_getaffinity(0))
     return o
@@ -478,19 +545,30 @@ def capacity(steps: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def main_async(o: Options) -> int:
     machine = R.machine(o.server_src)
+    if o.server == "reference-asyncio":
+        for dist in ("fastapi", "starlette", "uvicorn", "websockets"):
+            try:
+                machine["versions"][dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                machine["versions"][dist] = None
     command = "python bench/load.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    config = {"workers": o.workers, "duration": o.duration, "seed": o.seed,
+    # result names and titles say which server ran, unless it was callbridge
+    sfx = "" if o.server == "callbridge" else f"-{o.server}"
+    config = {"server": SERVERS[o.server], "workers": o.workers, "duration": o.duration,
+              "seed": o.seed,
               "calls_per_gen": o.calls_per_gen, "warmup": o.warmup,
               "pinning": "server on core 0, load generators and model on core 1"
               if o.pinning else "none (all processes share all cores)"}
     result: dict[str, Any] = {"machine": machine, "config": config, "command": command}
+    server = (f"callbridge {machine['callbridge_rev']}" if o.server == "callbridge"
+              else f"server {o.server} ({SERVERS[o.server]})")
     print(f"callbridge load bench on {machine['cpu']} ({machine['cores']} cores), "
-          f"callbridge {machine['callbridge_rev']}, {config['pinning']}", flush=True)
+          f"{server}, {config['pinning']}", flush=True)
     with tempfile.TemporaryDirectory(prefix="callbridge-bench-") as tmp_name:
         tmp = Path(tmp_name)
         if o.soak is not None:
             n = o.calls or 100
-            name = o.name or f"soak-w{o.workers}"
+            name = o.name or f"soak-w{o.workers}{sfx}"
             result["title"] = f"soak, {n} calls for {o.soak:g} min, {o.workers} worker(s)"
             config["churn_s"] = o.churn
             config["duration"] = o.soak * 60
@@ -502,17 +580,17 @@ async def main_async(o: Options) -> int:
             ok = step["verdict"]["correct"] and result["soak"]["leak_free"]
         else:
             if o.quick:
-                counts, name = [o.calls or 4], o.name or "quick"
+                counts, name = [o.calls or 4], o.name or f"quick{sfx}"
                 o.duration = min(o.duration, 3.0)
                 o.warmup = min(o.warmup, 1.0)
                 config["duration"] = o.duration
                 result["title"] = "quick smoke run"
             elif o.calls is not None:
-                counts, name = [o.calls], o.name or f"calls{o.calls}-w{o.workers}"
+                counts, name = [o.calls], o.name or f"calls{o.calls}-w{o.workers}{sfx}"
                 result["title"] = f"{o.calls} calls, {o.workers} worker(s)"
             else:
                 counts = ([int(x) for x in o.steps.split(",")] if o.steps else DEFAULT_STEPS)
-                name = o.name or f"ramp-w{o.workers}"
+                name = o.name or f"ramp-w{o.workers}{sfx}"
                 result["title"] = f"ramp, {o.workers} worker(s)"
             steps: list[dict[str, Any]] = []
             result["steps"] = steps
@@ -532,6 +610,8 @@ async def main_async(o: Options) -> int:
             result["capacity"] = capacity(steps)
             # exit status: correctness, never timing (a ramp is meant to end in a failing step)
             ok = steps[0]["verdict"]["correct"]
+    if sfx:
+        result["title"] += f", server {o.server}"
     paths = R.write(result, o.out, name)
     for path in paths:
         print(f"wrote {path}")

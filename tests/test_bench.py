@@ -4,6 +4,8 @@ A few calls for a few seconds through a real `hypercorn --worker-class trio` pro
 the bench model and a load generator, so the bench cannot rot. Timings are the bench's
 business, never asserted here; what is asserted is that every frame arrived, in
 order, and no audio of an interrupted response reached the caller after `clear`.
+The same once more with the trio reference bridge (`--server reference-trio`), which
+the bench measures for comparison.
 """
 
 from __future__ import annotations
@@ -19,15 +21,19 @@ BENCH = Path(__file__).resolve().parent.parent / "bench" / "load.py"
 
 
 @pytest.mark.slow
-def test_quick_load_run_is_intact(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", ["callbridge", "reference-trio"])
+def test_quick_load_run_is_intact(tmp_path: Path, server: str) -> None:
+    extra, name = ([], "quick") if server == "callbridge" else (["--server", server],
+                                                                 f"quick-{server}")
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--no-wait-quiet", "--out", str(tmp_path)],
+        [sys.executable, str(BENCH), "--quick", "--no-wait-quiet", "--out", str(tmp_path),
+         *extra],
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = json.loads((tmp_path / "quick.json").read_text())
+    result = json.loads((tmp_path / f"{name}.json").read_text())
     assert {"machine", "config", "steps", "capacity", "command"} <= result.keys()
-    assert (tmp_path / "quick.md").exists()
+    assert (tmp_path / f"{name}.md").exists()
     step = result["steps"][0]
     for key in ("c2m", "m2c", "barge_in", "frames", "server_cpu_pct", "cpu_pct_per_call",
                 "rss_per_call_kib", "lateness", "verdict"):
