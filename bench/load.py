@@ -46,6 +46,7 @@ import trio
 
 import _report as R
 from callbridge.testing import HypercornProcess, hypercorn_process
+from callbridge.testing import server_process as command_process
 
 HERE = Path(__file__).resolve().parent
 perf = time.perf_counter
@@ -243,29 +244,10 @@ async def uvicorn_process(app: str, env: dict[str, str], *, args: list[str],
                           startup_timeout: float = 20.0) -> AsyncIterator[HypercornProcess]:
     """`uvicorn --ws websockets APP` from bench/reference/, the way `hypercorn_process`
     runs hypercorn: its own process, output to a log, stopped on exit."""
-    port = free_port()
-    with tempfile.TemporaryFile() as log:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "uvicorn", "--ws", "websockets", "--host", "127.0.0.1",
-             "--port", str(port), "--app-dir", str(REFERENCE), *args, app],
-            env=os.environ | env, stdout=log, stderr=subprocess.STDOUT)
-        proc = HypercornProcess(f"127.0.0.1:{port}", log, pid=process.pid)
-        try:
-            with trio.fail_after(startup_timeout):
-                while True:
-                    try:
-                        await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
-                        break
-                    except OSError:
-                        if process.returncode is not None:
-                            raise RuntimeError(f"uvicorn exited:\n{proc.log()}") from None
-                        await trio.sleep(0.05)
-            yield proc
-        finally:
-            process.terminate()
-            with trio.move_on_after(10):
-                await process.wait()
-            process.kill()
+    command = [sys.executable, "-m", "uvicorn", "--ws", "websockets", "--host", "127.0.0.1",
+               "--port", "{port}", "--app-dir", str(REFERENCE), *args, app]
+    async with command_process(command, env, startup_timeout=startup_timeout) as server:
+        yield server
 
 
 # --- one run -----------------------------------------------------------------------------

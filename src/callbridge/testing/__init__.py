@@ -31,6 +31,7 @@ from ._net import (
     HypercornProcess,
     dial_twilio_stream,
     hypercorn_process,
+    server_process,
     serve_realtime_websocket,
 )
 from ._harness import SimulatedCall, simulate_call
@@ -57,6 +58,7 @@ __all__ = [
     "babble",
     "echo_brain",
     "hypercorn_process",
+    "server_process",
     "memory_socket_pair",
     "pattern_audio",
     "read_wav",

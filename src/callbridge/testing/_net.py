@@ -111,13 +111,26 @@ async def hypercorn_process(
     port, as users run it, with `env` added to this process's environment and `args`
     added to its command line (e.g. `("--workers", "2")`); yields once it accepts
     connections, and stops it on exit."""
+    command = [sys.executable, "-m", "hypercorn", "--worker-class", "trio",
+               "-b", "127.0.0.1:{port}", *args, app]
+    async with server_process(command, env, cwd=cwd, startup_timeout=startup_timeout) as server:
+        yield server
+
+
+@asynccontextmanager
+async def server_process(
+    command: Sequence[str], env: Mapping[str, str] | None = None, *,
+    cwd: str | Path | None = None, startup_timeout: float = 20.0,
+) -> AsyncIterator[HypercornProcess]:
+    """Run a server `command` in its own process on a free loopback port (`{port}` in
+    its arguments is replaced by the port), output to a log; yields once it accepts
+    connections, and stops it on exit."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with tempfile.TemporaryFile() as log:
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "hypercorn", "--worker-class", "trio",
-             "-b", f"127.0.0.1:{port}", *args, app],
+            [arg.replace("{port}", str(port)) for arg in command],
             cwd=cwd, env=os.environ | dict(env or {}), stdout=log, stderr=subprocess.STDOUT)
         server = HypercornProcess(f"127.0.0.1:{port}", log, pid=process.pid)
         try:
@@ -128,7 +141,7 @@ async def hypercorn_process(
                         break
                     except OSError:
                         if process.returncode is not None:
-                            raise RuntimeError(f"hypercorn exited:\n{server.log()}") from None
+                            raise RuntimeError(f"{command[2]} exited:\n{server.log()}") from None
                         await trio.sleep(0.05)
             yield server
         finally:
