@@ -41,7 +41,7 @@ def run(steps: list[tuple[Any, ...]], *, auto_cancel: bool = True) -> tuple[Play
         elif kind == "tail":
             mark = p.tail_mark()
             assert mark is not None
-            p.sent("", 0, 0, mark, step[1])
+            p.tail_marked(mark)
             marks.append(mark)
         elif kind == "echo":
             _, n, t = step
@@ -260,7 +260,7 @@ def test_marks_every_mark_bytes_and_anew_after_a_barge_in() -> None:
     assert p.tail_mark() == p.mark_name("A", 12 * 160)
     p.interrupt(0.3)
     assert p.tail_mark() is None
-    p.sent("", 0, 0, "0:1920:A", 0.3)  # the tail mark of the old generation, sent late
+    p.tail_marked("0:1920:A")  # the tail mark of the old generation, sent late
     assert not p.outstanding  # ignored: nothing new was sent
     p.response_created("r2")
     p.audio_delta("r2", "B", 160)

@@ -513,7 +513,7 @@ class _Call:
             self.end("twilio_closed", "Twilio socket closed while sending")
             return
         if not scope.cancel_called:
-            self.playback.sent("", 0, 0, mark, trio.current_time())
+            self.playback.tail_marked(mark)
 
 
 def _join_base64(payloads: list[str]) -> str:

@@ -146,15 +146,17 @@ class Playback:
             return self.mark_name(last.item_id, last.end)
         return None
 
+    def tail_marked(self, mark: str) -> None:
+        """The mark from `tail_mark` went to Twilio (alone). Ignored when a barge-in
+        came in between: the audio it marked is gone."""
+        if self._queue and self._queue[-1].mark is None:
+            self._queue[-1].mark = mark
+            self._unmarked = 0
+
     def sent(self, item_id: str, start: int, end: int, mark: str | None, now: float) -> None:
         """Audio bytes [start, end) of `item_id` went to Twilio, followed by `mark` if
-        not None. A mark alone (`start == end`, from `tail_mark`) marks what was sent."""
+        not None."""
         queue = self._queue
-        if start == end:
-            if queue and queue[-1].mark is None:
-                queue[-1].mark = mark
-                self._unmarked = 0
-            return
         if not queue:
             self._head_start = now
         queue.append(_Segment(item_id, start, end, mark, now))
