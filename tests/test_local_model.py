@@ -26,8 +26,8 @@ from callbridge import realtime as rt
 from callbridge._sockets import MemorySocket, memory_socket_pair
 from callbridge.agent import Agent
 from callbridge.backend import RealtimeBackend
-from callbridge.testing import _mulaw
-from callbridge.testing._model import (
+from callbridge import _mulaw
+from callbridge.local import (
     LocalRealtimeServer,
     Reply,
     echo_brain,

@@ -34,16 +34,9 @@ from test_local_model import (
     validate_server_event,
 )
 
-from callbridge import codec
+from callbridge import _mulaw, codec
 from callbridge import realtime as rt
-from callbridge.testing import (
-    LocalRealtimeServer,
-    Reply,
-    ToolCall,
-    Turn,
-    _mulaw,
-    scripted_brain,
-)
+from callbridge.local import LocalRealtimeServer, Reply, ToolCall, Turn, scripted_brain
 
 LOOKUP = {"type": "function", "name": "lookup_order",
           "description": "Look up an order by number. Tell the caller you are checking.",

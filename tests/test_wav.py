@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from callbridge.testing import TwilioCaller, Utterance, simulate_call
-from callbridge.testing._mulaw import decode, encode_sample
+from callbridge._mulaw import decode, encode_sample
 from callbridge.testing._voice import babble
 from callbridge.testing._wav import read_wav, write_wav
 
@@ -98,7 +98,7 @@ async def test_a_caller_speaks_a_wav_file_bit_exact(autojump_clock: object,
 
 
 def test_babble_is_deterministic_and_loud_enough_for_vad() -> None:
-    from callbridge.testing._mulaw import dbfs
+    from callbridge._mulaw import dbfs
 
     a = babble(2000, pitch_hz=120, seed=5)
     assert a == babble(2000, pitch_hz=120, seed=5) != babble(2000, pitch_hz=120, seed=6)

@@ -26,14 +26,8 @@ import trio
 
 from . import twilio as tw
 from .agent import Agent
-from .testing import (
-    LocalRealtimeServer,
-    Reply,
-    TwilioCaller,
-    Utterance,
-    scripted_brain,
-    simulate_call,
-)
+from .local import LocalRealtimeServer, Reply, scripted_brain
+from .testing import TwilioCaller, Utterance, simulate_call
 from .testing._voice import babble
 from .testing._wav import write_wav
 

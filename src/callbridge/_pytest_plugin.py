@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .testing import LocalRealtimeServer, SimulatedCall
+    from .local import LocalRealtimeServer
+    from .testing import SimulatedCall
 
 __all__ = ["realtime_model", "simulate_call"]
 
@@ -39,7 +40,7 @@ __all__ = ["realtime_model", "simulate_call"]
 @pytest.fixture
 def realtime_model() -> LocalRealtimeServer:
     """A fresh local realtime model (echo brain) for this test."""
-    from .testing import LocalRealtimeServer, echo_brain
+    from .local import LocalRealtimeServer, echo_brain
 
     return LocalRealtimeServer(echo_brain())
 

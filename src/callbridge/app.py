@@ -62,7 +62,7 @@ UNGUARDED_NOTICE = (
 def backend_for(settings: Settings) -> RealtimeBackend:
     """OpenAI's Realtime API, or offline (no key) the local echo agent."""
     if settings.openai_api_key is None:
-        from .testing import LocalRealtimeServer, echo_brain
+        from .local import LocalRealtimeServer, echo_brain
 
         return LocalRealtimeServer(echo_brain())
     return OpenAIRealtime(api_key=settings.openai_api_key, base_url=settings.openai_base_url)

@@ -1,7 +1,7 @@
 """OpenAI Realtime (GA interface) events the bridge uses, as plain data.
 
 Client events are what a bridge sends to the model, server events what it gets
-back; the local realtime peer in `callbridge.testing` uses the same classes the
+back; the local realtime model in `callbridge.local` uses the same classes the
 other way round. Field names are the wire names (the API is snake_case already);
 the `type` strings live in `callbridge.codec`, which also turns anything we do not
 model into `UnknownServerEvent` / `UnknownClientEvent` instead of raising.

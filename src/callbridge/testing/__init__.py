@@ -3,17 +3,17 @@
 `TwilioCaller` plays Twilio's side of a Media Streams call, with real-time playback
 and mark/`clear` semantics, and records what the caller heard. `LocalRealtimeServer`
 plays the model's side of the OpenAI Realtime GA protocol (server VAD, responses
-faster than real time, auto-cancel, the real truncation rule) with pluggable brains.
-Both run on trio's `MockClock`; `serve_realtime_websocket` and `dial_twilio_stream`
-put them on real loopback sockets. `simulate_call` runs a whole call in memory (also
-the `simulate_call` pytest fixture); `babble`, `read_wav` and `write_wav` make and
-keep the audio.
+faster than real time, auto-cancel, the real truncation rule) with pluggable brains;
+it lives in `callbridge.local` (the service runs it offline) and is re-exported here
+so tests find both peers in one place. Both run on trio's `MockClock`;
+`serve_realtime_websocket` and `dial_twilio_stream` put them on real loopback
+sockets. `simulate_call` runs a whole call in memory (also the `simulate_call`
+pytest fixture); `babble`, `read_wav` and `write_wav` make and keep the audio.
 """
-
 from __future__ import annotations
 
 from .._sockets import memory_socket_pair
-from ._model import (
+from ..local import (
     Brain,
     LocalRealtimeServer,
     Reply,
@@ -26,15 +26,15 @@ from ._model import (
     scripted_brain,
     tone_brain,
 )
+from ._harness import SimulatedCall, simulate_call
 from ._net import (
     Handshake,
     HypercornProcess,
     dial_twilio_stream,
     hypercorn_process,
-    server_process,
     serve_realtime_websocket,
+    server_process,
 )
-from ._harness import SimulatedCall, simulate_call
 from ._twilio import SILENCE_FRAME, Heard, TwilioCaller, Utterance, speech_frame
 from ._voice import babble
 from ._wav import read_wav, write_wav

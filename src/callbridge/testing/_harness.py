@@ -7,7 +7,7 @@
 
 Under pytest-trio's `autojump_clock` a call of minutes runs in milliseconds and
 the same every time (the peers use only trio's clock). The pytest plugin in
-`callbridge.testing.pytest_plugin` offers this as the `simulate_call` fixture.
+`callbridge._pytest_plugin` offers this as the `simulate_call` fixture.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import trio
 from .._call import CallEvent, CallLimits, CallResult, run_call
 from .._sockets import memory_socket_pair
 from ..agent import Agent
-from ._model import LocalRealtimeServer, ServerSession
+from ..local import LocalRealtimeServer, ServerSession, echo_brain
 from ._twilio import TwilioCaller
 
 __all__ = ["SimulatedCall", "simulate_call"]
@@ -66,8 +66,6 @@ async def simulate_call(
     """Run one call of `agent` between `caller` (default: 10 s of silence, then
     hang-up) and `model` (default: a `LocalRealtimeServer` with the echo brain; any
     backend with `sessions` works), over in-memory sockets."""
-    from . import echo_brain
-
     caller = caller if caller is not None else TwilioCaller()
     model = model if model is not None else LocalRealtimeServer(echo_brain())
     events: list[CallEvent] = []

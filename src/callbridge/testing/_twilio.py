@@ -22,11 +22,10 @@ from pathlib import Path
 import attrs
 import trio
 
-from .. import codec
+from .. import _mulaw, codec
 from .. import twilio as tw
+from .._mulaw import FRAME_BYTES, FRAME_MS
 from .._sockets import MessageSocket, SocketClosed
-from . import _mulaw
-from ._mulaw import FRAME_BYTES, FRAME_MS
 from ._wav import read_wav
 
 __all__ = ["Heard", "TwilioCaller", "Utterance", "speech_frame", "SILENCE_FRAME"]

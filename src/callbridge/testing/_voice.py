@@ -13,7 +13,7 @@ import functools
 import math
 import random
 
-from ._mulaw import encode_sample
+from .._mulaw import encode_sample
 
 __all__ = ["babble"]
 

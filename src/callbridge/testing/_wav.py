@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from . import _mulaw
+from .. import _mulaw
 
 __all__ = ["read_wav", "write_wav", "RATE"]
 

@@ -46,14 +46,13 @@ from typing import Any
 import attrs
 import trio
 
-from .. import codec
+from .. import _mulaw, codec
 from .. import realtime as rt
+from .._mulaw import pattern_audio
 from .._sockets import MessageSocket, SocketClosed, memory_socket_pair
 from ..backend import EventConnection, RealtimeConnection
 from ..twilio import BYTES_PER_MS
-from . import _mulaw
 from ._brains import Brain, Reply, ToolCall, Turn, echo_brain, scripted_brain, tone_brain
-from ._mulaw import pattern_audio
 from ._records import Output, ResponseRecord, ServerSession
 from ._responses import ResponseEvents, pieces, tool_call_error
 from ._session import (
