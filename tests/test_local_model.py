@@ -21,12 +21,11 @@ import pytest
 import trio
 from openai.types.realtime.realtime_server_event import RealtimeServerEvent
 
-from callbridge import codec
+from callbridge import _mulaw, codec
 from callbridge import realtime as rt
 from callbridge._sockets import MemorySocket, memory_socket_pair
 from callbridge.agent import Agent
 from callbridge.backend import RealtimeBackend
-from callbridge import _mulaw
 from callbridge.local import (
     LocalRealtimeServer,
     Reply,
@@ -35,6 +34,7 @@ from callbridge.local import (
     scripted_brain,
     tone_brain,
 )
+from callbridge.local._audio import SpeechDetector, tone
 
 # --- schema validation ---------------------------------------------------------------
 
@@ -177,7 +177,7 @@ def test_mulaw_decode_matches_g711() -> None:
         decoded = _mulaw.decode(bytes([_mulaw.encode_sample(sample)]))[0]
         assert abs(decoded - sample) <= max(16, abs(sample) // 16)
     assert _mulaw.dbfs(silence(20)) == -math.inf
-    assert -10 < _mulaw.dbfs(_mulaw.tone(20)) < -8
+    assert -10 < _mulaw.dbfs(tone(20)) < -8
 
 
 def test_pattern_audio_is_deterministic_prefix_stable_and_never_silent() -> None:
@@ -189,10 +189,10 @@ def test_pattern_audio_is_deterministic_prefix_stable_and_never_silent() -> None
 
 
 def test_speech_detector_fires_on_the_input_clock() -> None:
-    detector = _mulaw.SpeechDetector()
+    detector = SpeechDetector()
     audio = bytearray()
     seen: list[tuple[int, str, int]] = []
-    for chunk in [silence(100), _mulaw.tone(40), silence(20), _mulaw.tone(100), silence(300)]:
+    for chunk in [silence(100), tone(40), silence(20), tone(100), silence(300)]:
         for i in range(0, len(chunk), 160):
             audio += chunk[i : i + 160]
             events = detector.feed(audio, threshold_db=-35, min_speech_ms=60, silence_ms=200)
@@ -206,8 +206,8 @@ def test_brains() -> None:
     scripted = scripted_brain([one, two])
     assert [scripted(b""), scripted(b"x"), scripted(b"")] == [one, two, None]
     toned = tone_brain(300)(b"")
-    assert toned is not None and toned.audio == _mulaw.tone(300)
-    speech = _mulaw.tone(100, hz=300)
+    assert toned is not None and toned.audio == tone(300)
+    speech = tone(100, hz=300)
     echoed = echo_brain()(silence(60) + speech + silence(200))
     assert echoed is not None and echoed.audio == speech
     assert echo_brain()(silence(500)) is None
@@ -269,7 +269,7 @@ async def test_vad_timings_follow_the_input_clock(
     autojump_clock: Any, prefix: int, silence_ms: int, start: int, end: int
 ) -> None:
     server = LocalRealtimeServer()
-    caller = silence(1000) + _mulaw.tone(500) + silence(1000)
+    caller = silence(1000) + tone(500) + silence(1000)
     async with open_client(server) as client:
         await client.update(vad_update(prefix=prefix, silence_ms=silence_ms, create=False))
         t0 = trio.current_time()
@@ -295,7 +295,7 @@ async def test_vad_timings_follow_the_input_clock(
 
 async def test_vad_turn_is_answered_by_the_brain(autojump_clock: Any) -> None:
     server = LocalRealtimeServer(echo_brain())
-    speech = _mulaw.tone(500, hz=300)
+    speech = tone(500, hz=300)
     async with open_client(server) as client:
         await client.update(vad_update())
         await client.append(silence(1000) + speech + silence(600))
@@ -309,7 +309,7 @@ async def test_silent_brain_means_no_response(autojump_clock: Any) -> None:
     server = LocalRealtimeServer(scripted_brain([]))
     async with open_client(server) as client:
         await client.update(vad_update())
-        await client.append(silence(200) + _mulaw.tone(300) + silence(600))
+        await client.append(silence(200) + tone(300) + silence(600))
         await client.recv_until("conversation.item.done")
         await client.send(rt.ResponseCancel(event_id="probe"))
         (error,) = await client.recv_until("error")
@@ -319,7 +319,7 @@ async def test_silent_brain_means_no_response(autojump_clock: Any) -> None:
 
 async def test_vad_off_manual_commit_and_response(autojump_clock: Any) -> None:
     server = LocalRealtimeServer(echo_brain())
-    speech = _mulaw.tone(200, hz=500)
+    speech = tone(200, hz=500)
     async with open_client(server) as client:
         # `turn_detection: null` (realtime.py cannot express it: None means "omit")
         off = ('{"type":"session.update","session":{"type":"realtime",'
@@ -395,7 +395,7 @@ async def test_second_response_create_while_active_is_rejected(autojump_clock: A
             "event_id": "evt_second"}
         events = await client.recv_until("response.done")
         assert events[-1]["response"]["status"] == "completed"
-        assert audio_of(events) == _mulaw.tone(500)
+        assert audio_of(events) == tone(500)
         # once done, a new response is fine
         await client.send(rt.ResponseCreate())
         assert (await client.recv_until("response.done"))[-1]["response"]["status"] == "completed"
@@ -427,7 +427,7 @@ async def test_client_cancel_stops_streaming(autojump_clock: Any) -> None:
         await trio.sleep(1)  # nothing more comes: the stream really stopped
     record = server.sessions[0].responses[0]
     assert (record.status, record.reason) == ("cancelled", "client_cancelled")
-    assert server.sessions[0].produced[record.item_id] == _mulaw.tone(3000)[:800]
+    assert server.sessions[0].produced[record.item_id] == tone(3000)[:800]
     assert client.events[-1]["type"] == "response.done"
 
 
@@ -439,14 +439,14 @@ async def test_speech_cancels_the_active_response(autojump_clock: Any) -> None:
         head = await client.recv_until("response.output_audio.delta")
         await client.recv()  # a second delta: 200 ms produced
         first_response = head[0]["response"]["id"]
-        await client.append(_mulaw.tone(100))
+        await client.append(tone(100))
         events = await client.recv_until("response.done")
         assert types(events) == ["input_audio_buffer.speech_started"] + RESPONSE_TAIL
         done = events[-1]["response"]
         assert done["id"] == first_response and done["status"] == "cancelled"
         assert done["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
         item_id = done["output"][0]["id"]
-        assert server.sessions[0].produced[item_id] == _mulaw.tone(5000)[:1600]
+        assert server.sessions[0].produced[item_id] == tone(5000)[:1600]
 
         # the bridge truncates what the caller heard; not beyond what was produced
         await client.send(rt.ConversationItemTruncate(item_id=item_id, audio_end_ms=250))
@@ -472,11 +472,11 @@ async def test_no_interrupt_when_interrupt_response_is_off(autojump_clock: Any) 
         await client.update(vad_update(interrupt=False))
         await client.send(rt.ResponseCreate())
         await client.recv_until("response.output_audio.delta")
-        await client.append(_mulaw.tone(100) + silence(600))
+        await client.append(tone(100) + silence(600))
         events = await client.recv_until("response.done")
     assert "input_audio_buffer.speech_started" in types(events)
     assert events[-1]["response"]["status"] == "completed"
-    assert audio_of(client.events) == _mulaw.tone(2000)
+    assert audio_of(client.events) == tone(2000)
     assert len(server.sessions[0].responses) == 1  # busy when the turn ended: no new response
 
 
@@ -617,7 +617,7 @@ async def test_every_event_sent_matches_the_ga_schema(autojump_clock: Any) -> No
         await client.update(Agent().session_update())
         await client.send(rt.ResponseCreate(response={"metadata": {"k": "v"}}))
         await client.recv_until("response.output_audio.delta")
-        await client.append(silence(100) + _mulaw.tone(300) + silence(700))
+        await client.append(silence(100) + tone(300) + silence(700))
         await client.send(rt.ResponseCancel())
         await client.send("garbage")
         events = await client.recv_until("error")

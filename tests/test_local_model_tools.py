@@ -34,9 +34,10 @@ from test_local_model import (
     validate_server_event,
 )
 
-from callbridge import _mulaw, codec
+from callbridge import codec
 from callbridge import realtime as rt
 from callbridge.local import LocalRealtimeServer, Reply, ToolCall, Turn, scripted_brain
+from callbridge.local._audio import tone
 
 LOOKUP = {"type": "function", "name": "lookup_order",
           "description": "Look up an order by number. Tell the caller you are checking.",
@@ -134,7 +135,7 @@ async def test_tool_call_then_spoken_follow_up(autojump_clock: Any) -> None:
         heard.append(turn)
         (output,) = turn.function_outputs.values()
         status = json.loads(output)["status"]
-        return Reply(audio=_mulaw.tone(300), transcript=f"Your order {status} today")
+        return Reply(audio=tone(300), transcript=f"Your order {status} today")
 
     server = LocalRealtimeServer(scripted_brain([
         Reply(tool_calls=[ToolCall("lookup_order", {"order": "42"})]), follow_up]))
@@ -142,7 +143,7 @@ async def test_tool_call_then_spoken_follow_up(autojump_clock: Any) -> None:
         session = await send_update(client, tools_update(LOOKUP))
         assert session["tools"] == [LOOKUP] and session["tool_choice"] == "auto"
         await client.update(vad_update())
-        await client.append(silence(300) + _mulaw.tone(400) + silence(600))
+        await client.append(silence(300) + tone(400) + silence(600))
         committed = await client.recv_until("conversation.item.done")
         user_item = committed[-1]["item"]["id"]
         t0 = trio.current_time()
@@ -189,7 +190,7 @@ async def test_tool_call_then_spoken_follow_up(autojump_clock: Any) -> None:
         await client.send(rt.ResponseCreate())
         events = await client.recv_until("response.done")
         assert types(events) == RESPONSE_HEAD + ["response.output_audio.delta"] * 3 + RESPONSE_TAIL
-        assert audio_of(events) == _mulaw.tone(300)
+        assert audio_of(events) == tone(300)
         assert events[-1]["response"]["output"][0]["content"][0]["transcript"] == (
             "Your order ships today")
     assert heard == [b""] and dict(heard[0].function_outputs) == {call_id: '{"status":"ships"}'}
@@ -209,10 +210,10 @@ async def test_several_calls_after_speech_in_one_response(autojump_clock: Any) -
 
     def answer(turn: Turn) -> Reply:
         seen.append(dict(turn.function_outputs))
-        return Reply(audio=_mulaw.tone(100), transcript="Both done")
+        return Reply(audio=tone(100), transcript="Both done")
 
     server = LocalRealtimeServer(scripted_brain([
-        Reply(audio=_mulaw.tone(200), transcript="Let me check",
+        Reply(audio=tone(200), transcript="Let me check",
               tool_calls=[ToolCall("lookup_order", {"order": "7"}),
                           ToolCall("check_stock", {"sku": "A-1"}, call_id="call_stock")]),
         answer]))
@@ -340,8 +341,8 @@ async def test_malformed_call_items(
 async def test_undeclared_tool_is_an_error_and_a_violation(autojump_clock: Any) -> None:
     server = LocalRealtimeServer(scripted_brain([
         Reply(tool_calls=[ToolCall("lookup_order", {"order": "42"})]),
-        Reply(audio=_mulaw.tone(100), tool_calls=[ToolCall("refund")]),
-        Reply(audio=_mulaw.tone(100), transcript="fine")]))
+        Reply(audio=tone(100), tool_calls=[ToolCall("refund")]),
+        Reply(audio=tone(100), transcript="fine")]))
     async with open_client(server) as client:
         # no tools declared at all (the default session)
         await client.send(rt.ResponseCreate(event_id="r1"))
@@ -355,7 +356,7 @@ async def test_undeclared_tool_is_an_error_and_a_violation(autojump_clock: Any) 
         # a VAD turn: the error has no client event to name; no response starts
         await send_update(client, tools_update(LOOKUP, {"type": "function", "name": "end_call"}))
         await client.update(vad_update())
-        await client.append(silence(200) + _mulaw.tone(300) + silence(600))
+        await client.append(silence(200) + tone(300) + silence(600))
         events = await client.recv_until("error")
         assert types(events)[-3:] == ["conversation.item.added", "conversation.item.done",
                                       "error"]
@@ -464,7 +465,7 @@ async def test_cancel_mid_arguments(autojump_clock: Any, how: str) -> None:
         if how == "client":
             await client.send(rt.ResponseCancel())
         else:
-            await client.append(_mulaw.tone(100))
+            await client.append(tone(100))
         events = await client.recv_until("response.done")
         if how == "speech":
             assert events.pop(0)["type"] == "input_audio_buffer.speech_started"
@@ -492,7 +493,7 @@ async def test_cancel_mid_arguments(autojump_clock: Any, how: str) -> None:
 
 async def test_cancel_mid_arguments_keeps_the_finished_message(autojump_clock: Any) -> None:
     server = LocalRealtimeServer(scripted_brain([
-        Reply(audio=_mulaw.tone(100), transcript="Checking",
+        Reply(audio=tone(100), transcript="Checking",
               tool_calls=[ToolCall("lookup_order", {"order": "y" * 30})])]))
     async with open_client(server) as client:
         await send_update(client, tools_update(LOOKUP))
@@ -510,7 +511,7 @@ async def test_cancel_mid_arguments_keeps_the_finished_message(autojump_clock: A
 
 async def test_cancel_during_speech_before_the_calls(autojump_clock: Any) -> None:
     server = LocalRealtimeServer(scripted_brain([
-        Reply(audio=_mulaw.tone(1000), transcript="Let me check that",
+        Reply(audio=tone(1000), transcript="Let me check that",
               tool_calls=[ToolCall("lookup_order")])]))
     async with open_client(server) as client:
         await send_update(client, tools_update(LOOKUP))
@@ -529,9 +530,9 @@ async def test_cancel_during_speech_before_the_calls(autojump_clock: Any) -> Non
 
 async def test_every_event_of_a_tool_session_matches_the_ga_schema(autojump_clock: Any) -> None:
     server = LocalRealtimeServer(scripted_brain([
-        Reply(audio=_mulaw.tone(200), transcript="Checking",
+        Reply(audio=tone(200), transcript="Checking",
               tool_calls=[ToolCall("lookup_order", {"order": "42"}), ToolCall("check_stock")]),
-        Reply(audio=_mulaw.tone(200), transcript="Done"),
+        Reply(audio=tone(200), transcript="Done"),
         Reply(tool_calls=[ToolCall("lookup_order", {"order": "9" * 20})]),
         Reply(tool_calls=[ToolCall("refund")])]))
     async with open_client(server) as client:

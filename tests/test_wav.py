@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from callbridge.testing import TwilioCaller, Utterance, simulate_call
 from callbridge._mulaw import decode, encode_sample
+from callbridge.testing import TwilioCaller, Utterance, simulate_call
 from callbridge.testing._voice import babble
 from callbridge.testing._wav import read_wav, write_wav
 

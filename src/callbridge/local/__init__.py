@@ -15,8 +15,9 @@ It needs no network: `connect` hands back one end of an in-memory socket pair.
 
 from __future__ import annotations
 
+from ._audio import pattern_audio
 from ._brains import Brain, Reply, ToolCall, Turn, echo_brain, scripted_brain, tone_brain
-from ._model import LocalRealtimeServer, pattern_audio
+from ._model import LocalRealtimeServer
 from ._records import ResponseRecord, ServerSession
 
 __all__ = [

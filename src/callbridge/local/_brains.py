@@ -16,7 +16,7 @@ from typing import Any, Self
 
 import attrs
 
-from .._mulaw import DEFAULT_THRESHOLD_DB, tone, trim_silence
+from ._audio import DEFAULT_THRESHOLD_DB, tone, trim_silence
 
 __all__ = [
     "Brain",

@@ -46,12 +46,12 @@ from typing import Any
 import attrs
 import trio
 
-from .. import _mulaw, codec
+from .. import codec
 from .. import realtime as rt
-from .._mulaw import pattern_audio
 from .._sockets import MessageSocket, SocketClosed, memory_socket_pair
 from ..backend import EventConnection, RealtimeConnection
 from ..twilio import BYTES_PER_MS
+from ._audio import SpeechDetector, pattern_audio
 from ._brains import Brain, Reply, ToolCall, Turn, echo_brain, scripted_brain, tone_brain
 from ._records import Output, ResponseRecord, ServerSession
 from ._responses import ResponseEvents, pieces, tool_call_error
@@ -106,7 +106,7 @@ class _Connection:
         #: function outputs received since the last response started (for the brain)
         self._pending_outputs: dict[str, str] = {}
         # VAD, where uncommitted input starts (bytes), and the turn being heard
-        self._detector = _mulaw.SpeechDetector()
+        self._detector = SpeechDetector()
         self._buffer_start = 0
         self._turn_item = ""
         self._turn_start_ms = 0
