@@ -27,7 +27,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from . import _hypercorn_fix, signature, streamtoken, twiml
-from ._call import run_call
+from ._call import CallLimits, run_call
 from ._guard import TwilioGuard
 from ._sockets import AsgiSocket
 from .agent import Agent
@@ -73,7 +73,7 @@ class CallbridgeApp(QuartTrio):
 
     `settings` default to `Settings.from_env()`, read when the server starts (so a
     bad value fails startup with a clear message); `agent` and `backend` default to
-    what the settings describe.
+    what the settings describe; `limits` (buffers, timeouts) to `CallLimits()`.
     """
 
     def __init__(
@@ -82,11 +82,13 @@ class CallbridgeApp(QuartTrio):
         *,
         agent: Agent | None = None,
         backend: RealtimeBackend | None = None,
+        limits: CallLimits | None = None,
     ) -> None:
         super().__init__("callbridge")
         self.settings = settings
         self.call_agent = agent
         self.call_backend = backend
+        self.call_limits = limits or CallLimits()
         self.active_calls = 0
         self.guard: TwilioGuard | None = None
         self.before_serving(self._configure)
@@ -139,6 +141,7 @@ class CallbridgeApp(QuartTrio):
         self.active_calls += 1
         try:
             result = await run_call(socket, agent=self.call_agent, backend=self.call_backend,
+                                    limits=self.call_limits,
                                     authorize=guard.authorize if guard else None)
         except Exception:
             log.exception("call failed")
@@ -209,8 +212,9 @@ def create_app(
     *,
     agent: Agent | None = None,
     backend: RealtimeBackend | None = None,
+    limits: CallLimits | None = None,
 ) -> CallbridgeApp:
-    return CallbridgeApp(settings, agent=agent, backend=backend)
+    return CallbridgeApp(settings, agent=agent, backend=backend, limits=limits)
 
 
 #: `hypercorn --worker-class trio callbridge.app:app`
