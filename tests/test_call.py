@@ -6,6 +6,7 @@ phone actually played (and when), and what the model actually received and produ
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,11 +18,14 @@ import trio.testing
 from _schema import validate_client_event
 
 from callbridge import Agent, CallEvent, CallLimits, memory_socket_pair, run_call
+import callbridge
+from callbridge import events
+from callbridge import events as events_module
 from callbridge import realtime as rt
 from callbridge import twilio as tw
 from callbridge.backend import ModelConnectError, RealtimeConnection
 from callbridge.testing import SimulatedCall, TwilioCaller, Utterance
-from callbridge.testing._model import LocalRealtimeServer, ServerSession
+from callbridge.local import LocalRealtimeServer, ServerSession
 
 FRAME = 160
 
@@ -441,7 +445,7 @@ async def test_dtmf_and_custom_parameters_reach_the_observer(
     caller = TwilioCaller(hangup_at=2.0, dtmf=[(0.5, "4"), (1.0, "#")],
                           custom_parameters={"tenant": "acme"})
     run = await call(caller, LocalRealtimeServer())
-    assert [e.data["digit"] for e in run.events if e.kind == "dtmf"] == ["4", "#"]
+    assert [e.digit for e in run.events if isinstance(e, events.Dtmf)] == ["4", "#"]
     assert run.result.custom_parameters == {"tenant": "acme"}
     assert run.result.call_sid == caller.call_sid
 
@@ -684,3 +688,163 @@ async def test_marks_follow_every_mark_ms_of_audio_and_the_end_of_each_response(
     stats = run.result.stats
     assert stats.marks_played == len(caller.echoes) > 0
     assert stats.marks_played <= 2 * (1 + 1010 // max(mark_ms, 20))
+
+
+# --- bad audio and other streams' frames (regressions from a fault run) -----------------
+
+
+class Rewrites:
+    """Passes Twilio's frames through `rewrite` (JSON in, JSON text out, or None to
+    pass the frame as it is)."""
+
+    def __init__(self, inner: Any, rewrite: Callable[[dict[str, Any]], str | None]) -> None:
+        self.inner, self.rewrite = inner, rewrite
+
+    async def send(self, text: str) -> None:
+        await self.inner.send(text)
+
+    async def receive(self) -> str | bytes | None:
+        text = await self.inner.receive()
+        if isinstance(text, str):
+            return self.rewrite(json.loads(text)) or text
+        return text  # type: ignore[no-any-return]
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        await self.inner.aclose(code, reason)
+
+
+@pytest.mark.parametrize("slow_model", [False, True], ids=["one-by-one", "merged"])
+async def test_caller_audio_that_is_not_base64_is_silence_and_never_ends_the_call(
+    autojump_clock: trio.testing.MockClock, slow_model: bool,
+) -> None:
+    expected = bytearray()
+
+    def corrupt(raw: dict[str, Any]) -> str | None:
+        if raw["event"] != "media":
+            return None
+        payload = raw["media"]["payload"]
+        n = len(expected) // FRAME
+        if n % 10 == 3:  # every tenth frame arrives garbled, same length
+            raw["media"]["payload"] = "*" * len(payload)
+            expected.extend(b"\xff" * FRAME)
+            return json.dumps(raw)
+        expected.extend(__import__("base64").b64decode(payload))
+        return None
+
+    model = LocalRealtimeServer()
+    backend: Any = SlowModel(model, delay=0.05) if slow_model else model
+    caller = TwilioCaller(utterances=[Utterance(at=0.5, duration=1.0)], hangup_at=3.0)
+    run = await call(caller, backend, wrap_socket=lambda s: Rewrites(s, corrupt))
+    assert run.result.reason == "caller_hangup"
+    stats = run.result.stats
+    assert stats.bad_audio == stats.protocol_errors == 15
+    received = bytes(run.session.input_audio)
+    assert received == bytes(expected[: len(received)])  # in order, the model's clock true
+    assert len(received) == stats.frames_to_model * FRAME
+    run.check_protocols()
+
+
+async def test_frames_of_another_stream_are_counted_and_not_forwarded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    def stray(raw: dict[str, Any]) -> str | None:
+        if raw["event"] == "media" and raw["media"].get("chunk") in ("5", "6", "7"):
+            raw["streamSid"] = "MZ" + "f" * 32  # frames of a stream this call is not
+            return json.dumps(raw)
+        return None
+
+    caller = TwilioCaller(hangup_at=2.0)
+    run = await call(caller, LocalRealtimeServer(), wrap_socket=lambda s: Rewrites(s, stray))
+    assert run.result.reason == "caller_hangup"
+    assert run.result.stats.protocol_errors == 3
+    sent = bytes(caller.sent_audio)
+    assert bytes(run.session.input_audio) == sent[: 4 * FRAME] + sent[7 * FRAME:]
+
+
+# --- the live call: a handle, and a model connection that can be replaced -----------------
+
+
+async def start_call(nursery: trio.Nursery, caller: TwilioCaller, model: Any,
+                     **kwargs: Any) -> tuple[callbridge.Call, list[CallEvent]]:
+    events: list[CallEvent] = []
+    twilio_end, bridge_end = memory_socket_pair()
+    nursery.start_soon(caller.run, twilio_end)
+    live: callbridge.Call = await nursery.start(functools.partial(
+        run_call, bridge_end, backend=model, on_event=events.append, **kwargs))
+    return live, events
+
+
+async def test_a_second_model_connection_takes_over_a_live_call(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    model = LocalRealtimeServer(default_reply_ms=1000)
+    caller = TwilioCaller(utterances=[Utterance(at=0.3, duration=0.4),
+                                      Utterance(at=3.0, duration=0.4)], hangup_at=5.0)
+    async with trio.open_nursery() as nursery:
+        live, events = await start_call(nursery, caller, model, agent=GREETER)
+        await trio.sleep(2.5)  # the greeting and the first reply have played
+        live._replace_model()
+        result = await live.wait_ended()
+    assert result.reason == "caller_hangup"
+    first, second = model.sessions
+    assert first.closed and second.closed
+    # the new session got the agent's session.update first, and no second greeting
+    received = [json.loads(t)["type"] for t in second.received]
+    assert received[0] == "session.update" and "response.create" not in received
+    # the caller's audio went on to the new session, none twice, none lost
+    assert bytes(first.input_audio) + bytes(second.input_audio) == bytes(caller.sent_audio)
+    # and the new session heard the second turn and answered it
+    assert len(second.responses) == 1 and second.produced
+    heard = caller.heard_audio()
+    assert heard.endswith(bytes(next(iter(second.produced.values()))))
+    assert [e.connection for e in events if isinstance(e, events_module.ModelConnected)] == [1, 2]
+    assert result.stats.model_connections == 2
+
+
+async def test_the_handle_ends_the_call_and_talks_to_the_model(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    model = LocalRealtimeServer()
+    caller = TwilioCaller(hangup_at=60.0)
+    async with trio.open_nursery() as nursery:
+        live, _ = await start_call(nursery, caller, model)
+        assert live.result is None
+        await trio.sleep(1.0)
+        assert (live.stream_sid, live.call_sid) == (caller.stream_sid, caller.call_sid)
+        assert live.stats.frames_in == 50
+        item = rt.ConversationItemCreate(item={
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": "The caller is a VIP."}]})
+        live.send_to_model(item)
+        await trio.sleep(0.5)
+        live.end("done here")
+        result = await live.wait_ended()
+    assert (result.reason, result.detail) == (callbridge.EndReason.ENDED, "done here")
+    assert live.result is result
+    assert caller.closed_by_server  # so Twilio goes on with the TwiML after <Connect>
+    session = model.sessions[0]
+    assert session.closed
+    sent = [json.loads(t) for t in session.received]
+    assert {"type": "conversation.item.create", "item": item.item} in sent
+    validate_client_event(json.dumps(sent[-1]))
+
+
+async def test_live_calls_are_found_by_call_sid_while_they_run(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    calls = callbridge.LiveCalls()
+    async with trio.open_nursery() as nursery:
+        lives = []
+        for i in range(3):
+            caller = TwilioCaller(hangup_at=2.0 + i, call_sid=f"CA{i:032x}",
+                                  stream_sid=f"MZ{i:032x}")
+            live, _ = await start_call(nursery, caller, LocalRealtimeServer())
+            calls.add(live)
+            lives.append(live)
+        await trio.sleep(1.0)
+        assert len(calls) == 3
+        assert calls.by_call_sid(f"CA{1:032x}") is lives[1]
+        assert calls.by_call_sid("CA-nope") is None
+        await lives[0].wait_ended()
+        calls.discard(lives[0])
+        assert list(calls) == lives[1:] or set(calls) == set(lives[1:])

@@ -13,18 +13,21 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._call import CallEvent, CallLimits, CallRefused, CallResult, CallStats, run_call
+    from ._bridge import CallLimits, CallRefused, CallResult, CallStats
+    from ._call import Call, LiveCalls, run_call
     from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
     from ._sockets import MessageSocket, SocketClosed, memory_socket_pair
     from .agent import PHONE_TURN_DETECTION, Agent
     from .backend import ModelConnectError, OpenAIRealtime, RealtimeBackend, RealtimeConnection
+    from .events import CallEvent, EndReason
 
 _EXPORTS = {
-    "CallEvent": "_call",
-    "CallLimits": "_call",
-    "CallRefused": "_call",
-    "CallResult": "_call",
-    "CallStats": "_call",
+    "CallLimits": "_bridge",
+    "CallRefused": "_bridge",
+    "CallResult": "_bridge",
+    "CallStats": "_bridge",
+    "Call": "_call",
+    "LiveCalls": "_call",
     "run_call": "_call",
     "LocalProtocolError": "_errors",
     "ProtocolError": "_errors",
@@ -38,15 +41,20 @@ _EXPORTS = {
     "OpenAIRealtime": "backend",
     "RealtimeBackend": "backend",
     "RealtimeConnection": "backend",
+    "CallEvent": "events",
+    "EndReason": "events",
 }
 
 __all__ = [
     "Agent",
+    "Call",
     "CallEvent",
     "CallLimits",
     "CallRefused",
     "CallResult",
     "CallStats",
+    "EndReason",
+    "LiveCalls",
     "LocalProtocolError",
     "MessageSocket",
     "ModelConnectError",

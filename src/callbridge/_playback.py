@@ -3,8 +3,11 @@
 Theory of operation
 -------------------
 The model streams assistant audio faster than real time; we forward it to Twilio
-at once and Twilio queues it and plays it in order at 8 bytes per millisecond.
-So for each assistant item there are three numbers, in bytes, always in this order:
+at once and Twilio queues it and plays it in order, in real time.
+Positions are byte offsets into each item's audio in the model's output format,
+which is explicit (`bytes_per_ms`: 8 for Twilio's μ-law at 8 kHz, 48 for 16-bit PCM
+at 24 kHz), so every time and every truncation comes out in milliseconds whatever
+the format. For each assistant item there are three numbers, always in this order:
 
     heard  <=  sent  <=  produced
 
@@ -45,7 +48,7 @@ from collections import deque
 import attrs
 
 from . import realtime as rt
-from .twilio import BYTES_PER_MS
+from .events import MarkOutcome
 
 __all__ = ["Interruption", "MarkEcho", "Playback"]
 
@@ -79,9 +82,9 @@ class Interruption:
 
 @attrs.frozen(kw_only=True)
 class MarkEcho:
-    """How an echoed mark was read: `played`, `discarded` (stale generation) or `foreign`."""
+    """How an echoed mark was read, and for a played one, how far playback got."""
 
-    outcome: str
+    outcome: MarkOutcome
     item_id: str | None = None
     heard_ms: int | None = None
 
@@ -89,9 +92,13 @@ class MarkEcho:
 class Playback:
     """Playback state of one call. See the module docstring for the rules."""
 
-    def __init__(self, *, auto_cancel: bool = True, mark_bytes: int = 0) -> None:
+    def __init__(
+        self, *, auto_cancel: bool = True, mark_bytes: int = 0, bytes_per_ms: int = 8
+    ) -> None:
         #: the session cancels an in-progress response on speech by itself
         self.auto_cancel = auto_cancel
+        #: the model's output audio format: how many bytes make a millisecond
+        self.bytes_per_ms = bytes_per_ms
         #: a mark follows the audio at least every this many bytes (0: every chunk)
         self.mark_bytes = mark_bytes
         self._unmarked = 0  # bytes sent since the last mark
@@ -165,12 +172,12 @@ class Playback:
     def mark_echoed(self, name: str, now: float) -> MarkEcho:
         gen, _, rest = name.partition(":")
         if not gen.isdigit() or int(gen) != self.generation:
-            outcome = "discarded" if gen.isdigit() and int(gen) < self.generation else "foreign"
-            return MarkEcho(outcome=outcome)
+            stale = gen.isdigit() and int(gen) < self.generation
+            return MarkEcho(outcome=MarkOutcome.DISCARDED if stale else MarkOutcome.FOREIGN)
         # echoes come back in order: the head is the one (O(1)); else scan
         queue = self._queue
         if not queue or (queue[0].mark != name and not any(s.mark == name for s in queue)):
-            return MarkEcho(outcome="foreign")
+            return MarkEcho(outcome=MarkOutcome.FOREIGN)
         # Twilio plays in order, so an echo confirms every segment before it too.
         while True:
             seg = self._queue.popleft()
@@ -180,7 +187,8 @@ class Playback:
             if seg.mark == name:
                 break
         self._head_start = max(now, self._queue[0].sent_at) if self._queue else None
-        return MarkEcho(outcome="played", item_id=seg.item_id, heard_ms=seg.end // BYTES_PER_MS)
+        return MarkEcho(outcome=MarkOutcome.PLAYED, item_id=seg.item_id,
+                        heard_ms=seg.end // self.bytes_per_ms)
 
     @property
     def outstanding(self) -> bool:
@@ -192,14 +200,15 @@ class Playback:
         everything sent has been confirmed; None before any audio."""
         if self._queue:
             assert self._head_start is not None
+            per_second = 1000 * self.bytes_per_ms
             began = self._head_start
             for seg in self._queue:
                 began = max(began, seg.sent_at)  # Twilio cannot play what it has not got
                 size = seg.end - seg.start
-                played = round(max(0.0, now - began) * 1000 * BYTES_PER_MS)
+                played = round(max(0.0, now - began) * per_second)
                 if played < size or seg.mark is not None:
                     return seg.item_id, seg.start + min(played, size)
-                began += size / BYTES_PER_MS / 1000
+                began += size / per_second
             return seg.item_id, seg.end  # only unmarked chunks, all played by now
         if self._last_item is not None:
             return self._last_item, self._items[self._last_item].heard
@@ -217,8 +226,8 @@ class Playback:
         if position is not None:
             item_id, heard = position
             item = self._items[item_id]
-            produced_ms = item.produced // BYTES_PER_MS
-            heard_ms = min(heard // BYTES_PER_MS, produced_ms)
+            produced_ms = item.produced // self.bytes_per_ms
+            heard_ms = min(heard // self.bytes_per_ms, produced_ms)
             still_generating = item.response_id in self._active
             if heard_ms > 0 and (heard_ms < produced_ms or still_generating):
                 truncate = rt.ConversationItemTruncate(item_id=item_id, audio_end_ms=heard_ms)

@@ -368,19 +368,20 @@ def decode_twilio(text: str | bytes) -> tw.TwilioMessage:
     return _twilio_from(raw, kind)
 
 
-def decode_twilio_audio(text: str | bytes) -> str | tw.TwilioMessage:
-    """`decode_twilio`, except that a caller-audio `media` frame comes back as just its
-    payload (base64): the reader's per-frame fast path, with no message object. It
-    does not read the counters (`sequenceNumber`, `chunk`, `timestamp`: diagnostics
-    only), so a garbled counter does not cost the audio. A frame whose payload or
-    stream SID is not a string takes the general path."""
+def decode_twilio_audio(text: str | bytes) -> tuple[str, str] | tw.TwilioMessage:
+    """`decode_twilio`, except that a caller-audio `media` frame comes back as just
+    `(stream_sid, payload)` (base64): the reader's per-frame fast path, with no
+    message object. It does not read the counters (`sequenceNumber`, `chunk`,
+    `timestamp`: diagnostics only), so a garbled counter does not cost the audio. A
+    frame whose payload or stream SID is not a string takes the general path."""
     raw, kind = _load(text, "event")
     if kind == "media":
         media = raw.get("media")
         if type(media) is dict:
             payload = media.get("payload")
-            if type(payload) is str and type(raw.get("streamSid")) is str:
-                return payload
+            sid = raw.get("streamSid")
+            if type(payload) is str and type(sid) is str:
+                return sid, payload
     return _twilio_from(raw, kind)
 
 

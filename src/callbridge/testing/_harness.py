@@ -18,7 +18,9 @@ from typing import Any
 import attrs
 import trio
 
-from .._call import CallEvent, CallLimits, CallResult, run_call
+from .._bridge import CallLimits, CallResult
+from .._call import run_call
+from ..events import CallEvent
 from .._sockets import memory_socket_pair
 from ..agent import Agent
 from ..local import LocalRealtimeServer, ServerSession, echo_brain

@@ -1,0 +1,230 @@
+"""What happens on a call, as typed data: end reasons, mark outcomes and call events.
+
+The bridge (`callbridge._bridge`) reports each of these through the `on_event` hook of
+`run_call`, so metrics, logs and call records are built on classes and enums rather
+than on string matching. Event classes are named for what happened (`Clear` is "we
+sent Twilio a `clear`"), like h11's events; every one carries two times:
+
+* `at`: the call clock, the monotonic clock the bridge runs on (`trio.current_time()`
+  in a call; virtual under `MockClock`), for durations and ordering;
+* `wall`: the same instant as Unix time, for records and logs.
+
+Nothing here does I/O: the trio layer owns the clocks and passes the time in.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import ClassVar
+
+import attrs
+
+__all__ = [
+    "AgentTranscript",
+    "CallEvent",
+    "CallerTranscript",
+    "Cancel",
+    "Clear",
+    "Dtmf",
+    "End",
+    "EndReason",
+    "EventKind",
+    "MarkOutcome",
+    "ModelConnected",
+    "ModelError",
+    "ProtocolError",
+    "ResponseCreated",
+    "ResponseDone",
+    "SpeechStarted",
+    "SpeechStopped",
+    "Start",
+    "Truncate",
+]
+
+
+class EndReason(enum.StrEnum):
+    """Why a call ended (`CallResult.reason`)."""
+
+    #: Twilio sent `stop`: the caller hung up, or the call moved on
+    CALLER_HANGUP = "caller_hangup"
+    #: the Twilio socket closed without `stop`
+    TWILIO_CLOSED = "twilio_closed"
+    #: a send to Twilio took longer than `CallLimits.send_timeout`
+    TWILIO_STALLED = "twilio_stalled"
+    #: the model closed its connection
+    MODEL_CLOSED = "model_closed"
+    #: the model could not be reached, or refused us
+    MODEL_ERROR = "model_error"
+    #: no `start` within `CallLimits.start_timeout`
+    NO_START = "no_start"
+    #: `authorize` raised `CallRefused`: no model session was opened
+    REFUSED = "refused"
+    #: the application ended the call (`Call.end()`)
+    ENDED = "ended"
+
+
+class MarkOutcome(enum.StrEnum):
+    """How an echoed Twilio mark was read."""
+
+    #: the audio before it played: it moves what the caller heard
+    PLAYED = "played"
+    #: echoed because a `clear` discarded it (an earlier playback generation)
+    DISCARDED = "discarded"
+    #: not a mark this call sent (or already confirmed)
+    FOREIGN = "foreign"
+
+
+class EventKind(enum.StrEnum):
+    """The kind of a `CallEvent`, one per class (`Clear.kind is EventKind.CLEAR`)."""
+
+    START = "start"
+    DTMF = "dtmf"
+    MODEL_CONNECTED = "model_connected"
+    SPEECH_STARTED = "speech_started"
+    SPEECH_STOPPED = "speech_stopped"
+    RESPONSE_CREATED = "response_created"
+    RESPONSE_DONE = "response_done"
+    AGENT_TRANSCRIPT = "agent_transcript"
+    CALLER_TRANSCRIPT = "caller_transcript"
+    CLEAR = "clear"
+    TRUNCATE = "truncate"
+    CANCEL = "cancel"
+    MODEL_ERROR = "model_error"
+    PROTOCOL_ERROR = "protocol_error"
+    END = "end"
+
+
+@attrs.frozen(kw_only=True)
+class CallEvent:
+    """Something that happened on a call; subclasses say what."""
+
+    kind: ClassVar[EventKind]
+    #: call clock (monotonic seconds; see the module docstring)
+    at: float
+    #: the same instant as Unix time
+    wall: float
+
+
+@attrs.frozen(kw_only=True)
+class Start(CallEvent):
+    """Twilio's `start` arrived (and was authorized): the stream's identity."""
+
+    kind = EventKind.START
+    stream_sid: str
+    call_sid: str
+    custom_parameters: Mapping[str, str]
+
+
+@attrs.frozen(kw_only=True)
+class Dtmf(CallEvent):
+    """The caller pressed a key."""
+
+    kind = EventKind.DTMF
+    digit: str
+
+
+@attrs.frozen(kw_only=True)
+class ModelConnected(CallEvent):
+    """A model connection opened; `connection` counts them from 1 within the call."""
+
+    kind = EventKind.MODEL_CONNECTED
+    connection: int
+
+
+@attrs.frozen(kw_only=True)
+class SpeechStarted(CallEvent):
+    """The model's VAD heard the caller start speaking (the barge-in trigger)."""
+
+    kind = EventKind.SPEECH_STARTED
+    audio_start_ms: int
+
+
+@attrs.frozen(kw_only=True)
+class SpeechStopped(CallEvent):
+    kind = EventKind.SPEECH_STOPPED
+    audio_end_ms: int
+
+
+@attrs.frozen(kw_only=True)
+class ResponseCreated(CallEvent):
+    kind = EventKind.RESPONSE_CREATED
+    response_id: str
+
+
+@attrs.frozen(kw_only=True)
+class ResponseDone(CallEvent):
+    kind = EventKind.RESPONSE_DONE
+    response_id: str
+    #: `completed`, `cancelled`, `failed`, `incomplete`
+    status: str
+
+
+@attrs.frozen(kw_only=True)
+class AgentTranscript(CallEvent):
+    """What the agent said in one item (the model's transcript of its audio)."""
+
+    kind = EventKind.AGENT_TRANSCRIPT
+    item_id: str
+    text: str
+
+
+@attrs.frozen(kw_only=True)
+class CallerTranscript(CallEvent):
+    """What the caller said in one item (needs input transcription on the agent)."""
+
+    kind = EventKind.CALLER_TRANSCRIPT
+    item_id: str
+    text: str
+
+
+@attrs.frozen(kw_only=True)
+class Clear(CallEvent):
+    """We told Twilio to drop the audio it had queued (barge-in)."""
+
+    kind = EventKind.CLEAR
+
+
+@attrs.frozen(kw_only=True)
+class Truncate(CallEvent):
+    """We cut the agent's item at what the caller heard (barge-in)."""
+
+    kind = EventKind.TRUNCATE
+    item_id: str
+    audio_end_ms: int
+
+
+@attrs.frozen(kw_only=True)
+class Cancel(CallEvent):
+    """We cancelled a response the session would not cancel by itself (barge-in)."""
+
+    kind = EventKind.CANCEL
+    response_id: str
+
+
+@attrs.frozen(kw_only=True)
+class ModelError(CallEvent):
+    """The model sent an `error` event (the call goes on)."""
+
+    kind = EventKind.MODEL_ERROR
+    code: str | None
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class ProtocolError(CallEvent):
+    """A peer sent something we could not use; it was dropped and counted."""
+
+    kind = EventKind.PROTOCOL_ERROR
+    #: "twilio" or "model"
+    source: str
+    detail: str
+
+
+@attrs.frozen(kw_only=True)
+class End(CallEvent):
+    """The call is over (the last event of every call)."""
+
+    kind = EventKind.END
+    reason: EndReason
+    detail: str
