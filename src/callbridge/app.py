@@ -1,6 +1,6 @@
 """The callbridge service: a quart-trio app for `hypercorn --worker-class trio`.
 
-    GET  /               health: {"status": "ok", "active_calls": N}
+    GET  /               health: {"status": "ok", "active_calls": N} (`app.calls`)
     POST /incoming-call  Twilio voice webhook (GET too): TwiML `<Connect><Stream>`
     WS   /media-stream   Twilio Media Streams -> `run_call`
 
@@ -18,16 +18,18 @@ so you can add routes to `app`.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
+import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from . import _hypercorn_fix, signature, streamtoken, twiml
-from ._call import CallLimits, run_call
+from ._call import Call, CallLimits, LiveCalls, run_call
 from ._guard import TwilioGuard
 from ._sockets import AsgiSocket
 from .agent import Agent
@@ -89,7 +91,8 @@ class CallbridgeApp(QuartTrio):
         self.call_agent = agent
         self.call_backend = backend
         self.call_limits = limits or CallLimits()
-        self.active_calls = 0
+        #: the calls this worker is running (health, drain and call control use it)
+        self.calls = LiveCalls()
         self.guard: TwilioGuard | None = None
         self.before_serving(self._configure)
         self.add_url_rule("/", "health", self._health, methods=["GET"])
@@ -138,20 +141,30 @@ class CallbridgeApp(QuartTrio):
                 return
         await send({"type": "websocket.accept"})
         socket = AsgiSocket(receive, send, max_message_size=MAX_TWILIO_MESSAGE)
-        self.active_calls += 1
+        call: Call | None = None
         try:
-            result = await run_call(socket, agent=self.call_agent, backend=self.call_backend,
-                                    limits=self.call_limits,
-                                    authorize=guard.authorize if guard else None)
+            async with trio.open_nursery() as nursery:
+                call = await nursery.start(functools.partial(
+                    run_call, socket, agent=self.call_agent, backend=self.call_backend,
+                    limits=self.call_limits, authorize=guard.authorize if guard else None))
+                self.calls.add(call)
         except Exception:
             log.exception("call failed")
             await socket.aclose(1011)
         else:
+            assert call is not None and call.result is not None
+            result = call.result
             log.info("call %s ended: %s %s (%d frames in, %d chunks out, %d barge-ins)",
                      result.call_sid, result.reason, result.detail, result.stats.frames_in,
                      result.stats.chunks_out, result.stats.barge_ins)
         finally:
-            self.active_calls -= 1
+            if call is not None:
+                self.calls.discard(call)
+
+    @property
+    def active_calls(self) -> int:
+        """How many calls this worker is running."""
+        return len(self.calls)
 
     async def _health(self) -> dict[str, Any]:
         return {"status": "ok", "active_calls": self.active_calls}
