@@ -120,6 +120,9 @@ async def stall_one_call_of_two(
             [line] = ended(caplog, STALLED_CALL)
             assert line.startswith(f"call {STALLED_CALL} ended: twilio_stalled "), line
             assert not model.sessions[0].closed and not healthy_done.is_set()
+            # the worker's registry of live calls holds the healthy call only
+            live = app.calls.by_call_sid(HEALTHY_CALL)
+            assert list(app.calls) == [live] and live is not None and live.stats.frames_in > 0
 
             # the stalled connection is torn down, not left open with part of a
             # frame written: what the socket still holds is followed by its end
