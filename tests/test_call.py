@@ -602,20 +602,19 @@ class Scripted:
         yield Connection()
 
 
-@pytest.mark.parametrize("deltas", range(1, 12))
-@pytest.mark.parametrize("attempt", range(8))  # trio varies its scheduling order
-async def test_no_stale_audio_when_playout_wakes_into_a_barge_in(
-    autojump_clock: trio.testing.MockClock, deltas: int, attempt: int,
+@pytest.mark.parametrize("deltas", [1, 5, 11])
+async def test_audio_queued_when_the_caller_speaks_is_never_sent(
+    autojump_clock: trio.testing.MockClock, deltas: int,
 ) -> None:
+    # The burst and the barge-in reach the bridge before the Twilio writer runs: the
+    # barge-in drops the queued audio at once, so none of it (and no `clear`, as
+    # nothing was sent) reaches Twilio. Table tests in test_bridge.py cover the
+    # orders in which some of it was sent first.
     caller = TwilioCaller(hangup_at=1.0)
     run = await call(caller, Scripted(deltas), agent=Agent(greeting="Hi."))
     assert run.result.reason == "caller_hangup"
-    # anything sent before the clear is cleared; nothing may follow it
-    if caller.clears:
-        late = [m for t, m in caller.received
-                if isinstance(m, tw.Media | tw.Mark) and t > caller.clears[0]]
-        assert late == []
-    assert caller.violations == []
+    assert [m for _, m in caller.received if isinstance(m, tw.Media | tw.Mark | tw.Clear)] == []
+    assert run.result.stats.chunks_out == 0 and caller.violations == []
 
 
 class Timed:
