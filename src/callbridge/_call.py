@@ -1,8 +1,8 @@
 """One phone call on trio: thin pumps around the sans-I/O `Bridge`.
 
 Every decision is the `Bridge`'s (`callbridge._bridge`); this layer owns the sockets
-and the clock, and only moves messages between them and the bridge. One nursery per
-call; one reader and one writer per socket, no other task touches a socket:
+and the clock, and only moves messages between them and the bridge. One reader and
+one writer per socket, and no other task touches a socket:
 
     Twilio reader ──receive_twilio──▶ ┌────────┐ ──next_to_model──▶ model writer ──▶ model
     model reader  ──receive_model───▶ │ Bridge │ ──next_to_twilio─▶ Twilio writer ──▶ Twilio
@@ -21,6 +21,12 @@ call; one reader and one writer per socket, no other task touches a socket:
 * The model connection comes from the backend and can be replaced mid-call: the
   model task loops, one connection at a time, while the call's state stays in the
   bridge (`_replace_model` is the seam reconnects and rotation build on).
+
+Nurseries, each with one job: the call's own holds the Twilio reader and, inside it,
+the pumps' nursery (the Twilio writer, the model task, the `start` timeout), so that
+ending the call cancels the pumps while the reader stays to see Twilio's close; the
+model task opens one nursery per model connection (its reader and writer), which is
+what makes the connection replaceable. Nothing outlives `run_call`.
 
 Teardown: Twilio's `stop` ends the model side at once, then we wait (bounded) for
 Twilio to close its socket rather than closing it ourselves: closing while the
@@ -139,7 +145,8 @@ class Call:
     async def wait_ended(self) -> CallResult:
         """Wait for the call to be over; its result."""
         await self._done.wait()
-        assert self._result is not None
+        if self._result is None:
+            raise RuntimeError("the call failed (its exception went to run_call's caller)")
         return self._result
 
     # --- running -----------------------------------------------------------------------
@@ -161,6 +168,12 @@ class Call:
         self._wake()
 
     async def _run(self, task_status: trio.TaskStatus[Call]) -> CallResult:
+        try:
+            return await self._run_call(task_status)
+        finally:
+            self._done.set()
+
+    async def _run_call(self, task_status: trio.TaskStatus[Call]) -> CallResult:
         bridge = self._bridge
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._read_twilio)
@@ -183,7 +196,6 @@ class Call:
                 await self._close_twilio()
             nursery.cancel_scope.cancel()
         self._result = bridge.result(trio.current_time())
-        self._done.set()
         return self._result
 
     async def _expect_start(self) -> None:
