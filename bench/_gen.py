@@ -23,7 +23,8 @@ in one write.
 
 Deviations from Twilio, all benign for the bridge: after its last frame a call stays
 silent before `stop` until no audio has arrived for `--tail` seconds (at most
-`--max-tail`), so every frame in flight is counted, as late if need be, not guessed at), and the audio bytes are a stamp plus a constant, not speech.
+`--max-tail`), so every frame in flight is counted, as late if need be, not guessed
+at), and the audio bytes are a stamp plus a constant, not speech.
 
 Measures: model->caller latency (receive time minus the model's stamp), its own send
 lateness (when a frame went out minus when it was due: the saturation signal), and
@@ -196,10 +197,9 @@ class Generator:
                     self.dial(arg, now)
                 elif kind == 2:
                     self.hang_up(c)
-                elif kind == 3:
-                    if c.state != DONE:
-                        c.error = c.error or "server did not close"
-                        self.finish(c, now)
+                elif kind == 3 and c.state != DONE:
+                    c.error = c.error or "server did not close"
+                    self.finish(c, now)
             if self.dirty:
                 self.flush()
             if now > a.end and self.live == 0 and not any(t[2] == 0 for t in self.timers):
@@ -289,8 +289,8 @@ class Generator:
         c.frames = n + 1
         c.msgseq += 1
         body = b"".join((
-            MEDIA_HEAD, b"%d" % c.msgseq, b'","media":{"track":"inbound","chunk":"', b"%d" % (n + 1),
-            b'","timestamp":"', b"%d" % (n * 20), b'","payload":"',
+            MEDIA_HEAD, b"%d" % c.msgseq, b'","media":{"track":"inbound","chunk":"',
+            b"%d" % (n + 1), b'","timestamp":"', b"%d" % (n * 20), b'","payload":"',
             b2a_base64(C2M_pack(c.cid, n, perf()), newline=False), c.media_tail,
         ))
         c.out.append(W.client_header(len(body)))
@@ -476,7 +476,8 @@ class Generator:
                 "sent": c.frames, "rx": {str(r): k for r, k in c.rx.items() if r},
                 "gaps": c.gaps, "stale": c.stale, "foreign": c.foreign, "clears": c.clears,
                 "media_rx": c.media_rx, "marks_rx": c.marks_rx, "echoes": c.echoes,
-                "error": c.error, "max_m2c_ms": round(c.maxlat * 1000, 2), "t_dial": c.t_dial, "t_open": c.t_open, "t_done": c.t_done,
+                "error": c.error, "max_m2c_ms": round(c.maxlat * 1000, 2),
+                "t_dial": c.t_dial, "t_open": c.t_open, "t_done": c.t_done,
             }
         return {"calls": calls, "lat_m2c": self.lat.dump(), "lateness": self.late.dump(),
                 "errors": self.errors[:50], "n_errors": len(self.errors),

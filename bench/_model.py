@@ -63,7 +63,8 @@ class Record:
         self.expect = 0
         self.gaps = 0        # frames missing in the sequence
         self.reorders = 0    # frames older than one already received
-        self.resps: list[list[int]] = []  # [response no, deltas sent, sent before barge-in, interrupted]
+        #: [response no, deltas sent, sent before barge-in, interrupted]
+        self.resps: list[list[int]] = []
         self.barges: list[float] = []
         self.truncates = 0
         self.truncate_bad = 0
@@ -345,7 +346,8 @@ class Model:
 
     def start_response(self, c: Conn) -> None:
         rng = c.rng
-        assert rng is not None and c.rec is not None
+        assert rng is not None
+        assert c.rec is not None
         c.resp += 1
         r = c.resp
         c.state = 1
@@ -379,7 +381,8 @@ class Model:
 
     def barge_in(self, c: Conn) -> None:
         rec = c.rec
-        assert rec is not None and c.rng is not None
+        assert rec is not None
+        assert c.rng is not None
         ms = c.frames * 20
         r = c.resp
         rec.resps[-1][2] = c.idx

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 def _upper_ms(b: int) -> float:
     """Upper edge of histogram bucket `b` (see `_wire.Hist`: 10 µs to 100 ms, then 10 ms)."""
     return (b + 1) * 0.01 if b < 10000 else (b - 9990 + 1) * 10.0
@@ -273,7 +272,8 @@ def markdown(result: Mapping[str, Any]) -> str:
              f"- callbridge: {m['callbridge_rev']} ({m['callbridge_src']})",
              f"- pinning: {cfg['pinning']}; {cfg['workers']} hypercorn worker(s); "
              f"{cfg['duration']:g} s measured per step after ramp-up; seed {cfg['seed']}"
-             + (f"; calls last ~{cfg['churn_s']:g} s, then new ones dial" if "churn_s" in cfg else ""),
+             + (f"; calls last ~{cfg['churn_s']:g} s, then new ones dial"
+                if "churn_s" in cfg else ""),
              f"- date: {m['date']}", ""]
     steps = result.get("steps") or []
     if steps:
@@ -293,7 +293,8 @@ def markdown(result: Mapping[str, Any]) -> str:
             if v.get("disturbed"):
                 verdict_text += f" (disturbed: other processes used {s['other_cpu_pct']:.0f} % CPU)"
             lines.append(
-                f"| {s['calls']} | {_num(s['server_cpu_pct'])} | {_num(s['cpu_pct_per_call'], '{:.3f}')} "
+                f"| {s['calls']} | {_num(s['server_cpu_pct'])} "
+                f"| {_num(s['cpu_pct_per_call'], '{:.3f}')} "
                 f"| {_num(s['calls_per_core'], '{:.0f}')} | {_ms(s['c2m'])} | {_ms(s['m2c'])} "
                 f"| {_num(b['p50'], '{:.2f}')} / {_num(b['p99'], '{:.2f}')} ({b['n']}) "
                 f"| {fr['c2m_lost'] + fr['m2c_lost']} "
@@ -344,9 +345,9 @@ def markdown(result: Mapping[str, Any]) -> str:
 def plot(result: Mapping[str, Any], path: Path) -> str | None:
     """Write the PNG; returns why not when it cannot."""
     try:
-        import matplotlib
+        import matplotlib as mpl
 
-        matplotlib.use("Agg")
+        mpl.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return "no PNG: matplotlib is not installed (pip install -e '.[bench]')"
@@ -412,17 +413,21 @@ def print_step(s: Mapping[str, Any], file: Any = sys.stdout) -> None:
     fr = s["frames"]
     b = s["barge_in"]
     v = s["verdict"]
+    disturbed = (f" (DISTURBED: other processes used {s['other_cpu_pct']:.0f} % CPU)"
+                 if v.get("disturbed") else "")
     print(f"  N={s['calls']}: server CPU {_num(s['server_cpu_pct'])} % "
           f"({_num(s['cpu_pct_per_call'], '{:.3f}')} %/call -> "
           f"{_num(s['calls_per_core'], '{:.0f}')} calls/core), "
           f"RSS {_num(s['rss_per_call_kib'])} KiB/call, load CPU {_num(s['load_cpu_pct'])} %\n"
           f"    c->m ms {_ms(s['c2m'])}   m->c ms {_ms(s['m2c'])}   "
-          f"barge-in p50/p99 {_num(b['p50'], '{:.2f}')}/{_num(b['p99'], '{:.2f}')} ms (n={b['n']})\n"
-          f"    frames c->m {fr['c2m_sent']} sent {fr['c2m_lost']} lost; m->c {fr['m2c_sent']} sent "
-          f"{fr['m2c_lost']} lost, {fr['discarded_by_barge_in']} discarded by barge-in, "
+          f"barge-in p50/p99 {_num(b['p50'], '{:.2f}')}/{_num(b['p99'], '{:.2f}')} ms "
+          f"(n={b['n']})\n"
+          f"    frames c->m {fr['c2m_sent']} sent {fr['c2m_lost']} lost; "
+          f"m->c {fr['m2c_sent']} sent {fr['m2c_lost']} lost, "
+          f"{fr['discarded_by_barge_in']} discarded by barge-in, "
           f"{fr['stale_after_clear']} stale; gen. lateness p99 "
           f"{_num(s['lateness']['p99'], '{:.2f}')} ms\n"
           f"    -> {'ok' if v['pass'] else 'FAIL: ' + '; '.join(v['reasons'])}"
           f"{' (generator saturated)' if v['generator_saturated'] else ''}"
-          f"{' (DISTURBED: other processes used %.0f %% CPU)' % s['other_cpu_pct'] if v.get('disturbed') else ''}",
+          f"{disturbed}",
           file=file, flush=True)

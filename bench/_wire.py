@@ -20,14 +20,14 @@ taken in one process can be subtracted from a reading taken in another.
 from __future__ import annotations
 
 import base64
-import json
 import hashlib
+import json
 import struct
 from binascii import b2a_base64
 from typing import Any
 
 __all__ = [
-    "C2M", "M2C", "FRAME_BYTES", "STAMP_B64", "Hist", "accept_key", "bucket",
+    "C2M", "FRAME_BYTES", "M2C", "STAMP_B64", "Hist", "accept_key", "bucket",
     "bucket_upper_ms", "client_header", "frame_header", "handshake_request", "run_and_record",
     "server_header", "stamp_b64", "tail_b64", "unmask",
 ]
@@ -39,7 +39,8 @@ STAMP_B64 = 24
 C2M = struct.Struct("<IIdxx")
 #: model -> caller: call id, response number (from 1), frame index in it (from 0), send time
 M2C = struct.Struct("<IHId")
-assert C2M.size == STAMP_BYTES and M2C.size == STAMP_BYTES
+assert C2M.size == STAMP_BYTES
+assert M2C.size == STAMP_BYTES
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

@@ -69,8 +69,7 @@ async def run(calls: int) -> dict[str, Any]:
                 async with trio.open_nursery() as calls_nursery:
                     for i in range(calls):
                         calls_nursery.start_soon(one, i)
-                while not all(s.closed for s in model.sessions):
-                    await trio.sleep(0.05)
+                await model.wait_for_sessions(lambda sessions: all(s.closed for s in sessions))
         nursery.cancel_scope.cancel()
 
     rows, failures = [], []

@@ -42,9 +42,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import _report as R
 import trio
 
-import _report as R
 from callbridge.testing import HypercornProcess, hypercorn_process
 from callbridge.testing import server_process as command_process
 
@@ -140,22 +140,27 @@ def machine_busy() -> tuple[float, float]:
     return (total - idle) / TCK, total / TCK
 
 
-async def wait_quiet(limit_pct: float = 15.0, timeout: float = 300.0) -> float:
+#: how long `wait_quiet` waits for a quiet machine before measuring anyway
+QUIET_PATIENCE = 300.0
+
+
+async def wait_quiet(limit_pct: float = 15.0) -> float:
     """Wait until processes other than ours use less than `limit_pct` of one core, so
     nothing else on the machine skews the figures; returns how long we waited."""
     t = perf()
     warned = False
-    while perf() - t < timeout:
-        b0, w0 = machine_busy()[0], perf()
-        await trio.sleep(1.0)
-        busy = 100 * (machine_busy()[0] - b0) / (perf() - w0)
-        if busy < limit_pct:
-            return perf() - t
-        if not warned:
-            print(f"  waiting for a quiet machine (other processes use {busy:.0f} % CPU)",
-                  flush=True)
-            warned = True
-    print(f"  machine not quiet after {timeout:.0f} s; measuring anyway", flush=True)
+    with trio.move_on_after(QUIET_PATIENCE):
+        while True:
+            b0, w0 = machine_busy()[0], perf()
+            await trio.sleep(1.0)
+            busy = 100 * (machine_busy()[0] - b0) / (perf() - w0)
+            if busy < limit_pct:
+                return perf() - t
+            if not warned:
+                print(f"  waiting for a quiet machine (other processes use {busy:.0f} % CPU)",
+                      flush=True)
+                warned = True
+    print(f"  machine not quiet after {QUIET_PATIENCE:.0f} s; measuring anyway", flush=True)
     return perf() - t
 
 
@@ -297,9 +302,10 @@ async def run_load(o: Options, n: int, tmp: Path, *, soak_seconds: float | None 
     progress = print
     result: dict[str, Any] = {"calls": n}
     gens: list[trio.Process] = []
-    model = await trio.lowlevel.open_process(model_cmd, stdin=subprocess.PIPE,
-                                             stdout=subprocess.DEVNULL,
-                                             stderr=open(step_dir / "model.err", "wb"))
+    # the child writes its own copy of the file's descriptor; ours closes once it started
+    async with await trio.open_file(step_dir / "model.err", "wb") as model_err:
+        model = await trio.lowlevel.open_process(model_cmd, stdin=subprocess.PIPE,
+                                                 stdout=subprocess.DEVNULL, stderr=model_err)
     with trio.fail_after(10):
         while True:
             try:
@@ -337,8 +343,8 @@ async def run_load(o: Options, n: int, tmp: Path, *, soak_seconds: float | None 
                        "--out", str(step_dir / f"gen{g}.json")]
                 if soak_seconds is not None:
                     cmd += ["--churn", repr(o.churn)]
-                gens.append(await trio.lowlevel.open_process(
-                    cmd, stderr=open(step_dir / f"gen{g}.err", "wb")))
+                async with await trio.open_file(step_dir / f"gen{g}.err", "wb") as gen_err:
+                    gens.append(await trio.lowlevel.open_process(cmd, stderr=gen_err))
             load_pids = [model.pid] + [p.pid for p in gens]
             pin(load_pids, load_cpus)
             progress(f"{label}N={n}: {len(gens)} generator(s), ramp-up {rampup:.1f} s, "
@@ -585,7 +591,8 @@ async def main_async(o: Options) -> int:
                     print("  other processes disturbed the step: running it again", flush=True)
                 steps.append(step)
                 v = step["verdict"]
-                if len(counts) > 1 and o.stop_on_fail and (not v["pass"] or v["generator_saturated"]):
+                if (len(counts) > 1 and o.stop_on_fail
+                        and (not v["pass"] or v["generator_saturated"])):
                     why = "generator saturated" if v["pass"] else "step failed"
                     print(f"ramp stops at N={n}: {why}", flush=True)
                     break
@@ -612,14 +619,16 @@ def soak_summary(step: dict[str, Any]) -> dict[str, Any]:
         ys = [r["rss_kib"] for r in tail]
         mt, my = sum(ts) / len(ts), sum(ys) / len(ys)
         den = sum((t - mt) ** 2 for t in ts)
-        slope = sum((t - mt) * (y - my) for t, y in zip(ts, ys, strict=True)) / den * 60 if den else 0.0
+        if den:
+            slope = sum((t - mt) * (y - my) for t, y in zip(ts, ys, strict=True)) / den * 60
     fds = [r["fds"] for r in samples]
     leak_free = (step["active_calls_after"] == 0 and step["fds_after"] <= step["fds_idle"] + 2)
     summary = (f"RSS slope {slope:+.0f} KiB/min after warm-up; fds idle {step['fds_idle']}, "
                f"during {min(fds, default=0)}..{max(fds, default=0)}, after drain "
                f"{step['fds_after']}; active calls after drain {step['active_calls_after']}; "
-               f"RSS idle {step['rss_idle_kib'] / 1024:.1f} MiB, end "
-               f"{step['rss_kib'] / 1024:.1f} MiB, after drain {step['rss_after_kib'] / 1024:.1f} MiB")
+               f"RSS idle {step['rss_idle_kib'] / 1024:.1f} MiB, "
+               f"end {step['rss_kib'] / 1024:.1f} MiB, "
+               f"after drain {step['rss_after_kib'] / 1024:.1f} MiB")
     calls = step["calls_run"]
     return {"samples": samples, "rss_slope_kib_per_min": round(slope, 1), "leak_free": leak_free,
             "calls_completed": calls, "summary": summary + f"; {calls} calls in total"}

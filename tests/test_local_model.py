@@ -19,6 +19,7 @@ from typing import Any
 import pydantic
 import pytest
 import trio
+import trio.testing
 from openai.types.realtime.realtime_server_event import RealtimeServerEvent
 
 from callbridge import _mulaw, codec
@@ -386,7 +387,7 @@ async def test_second_response_create_while_active_is_rejected(autojump_clock: A
         await client.send(rt.ResponseCreate())
         await client.send(rt.ResponseCreate(event_id="evt_second"))
         events = await client.recv_until("error")
-        assert types(events) == RESPONSE_HEAD + ["error"]
+        assert types(events) == [*RESPONSE_HEAD, "error"]
         response_id = events[0]["response"]["id"]
         assert events[-1]["error"] == {
             "type": "invalid_request_error", "code": "conversation_already_has_active_response",
@@ -441,7 +442,7 @@ async def test_speech_cancels_the_active_response(autojump_clock: Any) -> None:
         first_response = head[0]["response"]["id"]
         await client.append(tone(100))
         events = await client.recv_until("response.done")
-        assert types(events) == ["input_audio_buffer.speech_started"] + RESPONSE_TAIL
+        assert types(events) == ["input_audio_buffer.speech_started", *RESPONSE_TAIL]
         done = events[-1]["response"]
         assert done["id"] == first_response and done["status"] == "cancelled"
         assert done["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
@@ -608,6 +609,32 @@ async def test_connect_is_a_realtime_backend(autojump_clock: Any) -> None:
         async with server.connect("gpt-realtime"):
             raise KeyError("boom")
     assert server.sessions[1].closed
+
+
+async def test_wait_for_sessions_wakes_as_sessions_connect_and_close(
+        autojump_clock: Any) -> None:
+    server = LocalRealtimeServer()
+    seen: list[str] = []
+
+    async def waiter() -> None:
+        await server.wait_for_sessions(lambda sessions: len(sessions) == 2)
+        seen.append("two connected")
+        await server.wait_for_sessions(lambda sessions: all(s.closed for s in sessions))
+        seen.append("all closed")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        async with server.connect("gpt-realtime"):
+            await trio.testing.wait_all_tasks_blocked()
+            assert seen == []
+            async with server.connect("gpt-realtime"):
+                await trio.testing.wait_all_tasks_blocked()
+                assert seen == ["two connected"]
+            await trio.testing.wait_all_tasks_blocked()
+            assert seen == ["two connected"]  # one is still open
+    assert seen == ["two connected", "all closed"]
+    # true at once: returns without waiting
+    await server.wait_for_sessions(lambda sessions: len(sessions) == 2)
 
 
 async def test_every_event_sent_matches_the_ga_schema(autojump_clock: Any) -> None:

@@ -74,8 +74,8 @@ async def test_a_caller_that_stops_reading_ends_as_twilio_stalled(
                 # sessions see that (one cancelled mid-session waits for good for a
                 # close handshake nobody will answer), then stop it.
                 with trio.move_on_after(10):
-                    while not all(session.closed for session in model.sessions):
-                        await trio.sleep(0.05)
+                    await model.wait_for_sessions(
+                        lambda sessions: all(session.closed for session in sessions))
                 model_nursery.cancel_scope.cancel()
 
 
@@ -99,7 +99,7 @@ async def stall_one_call_of_two(
 
         nursery.start_soon(healthy_call)
         with trio.fail_after(30):
-            while not healthy.received:
+            while not healthy.received:  # noqa: ASYNC110 - no event to wait on for it
                 await trio.sleep(0.01)
 
         start = tw.Start(stream_sid="MZ57A11ED000000000000000000000001",
@@ -109,13 +109,13 @@ async def stall_one_call_of_two(
                 host, "/media-stream", [codec.encode(tw.Connected()), codec.encode(start)]
         ) as stalled:
             with trio.fail_after(30):
-                while len(model.sessions) < 2:
-                    await trio.sleep(0.01)
+                await model.wait_for_sessions(lambda sessions: len(sessions) >= 2)
             stalled_session = model.sessions[1]
             # the model talks at once and goes on: the bridge's writes fill the
             # stalled socket, and `send_timeout` later the call must be over
             with trio.fail_after(SEND_TIMEOUT + MARGIN):
-                while not (stalled_session.closed and ended(caplog, STALLED_CALL)):
+                # polled: a log line comes with nothing to wait on
+                while not (stalled_session.closed and ended(caplog, STALLED_CALL)):  # noqa: ASYNC110
                     await trio.sleep(0.05)
             [line] = ended(caplog, STALLED_CALL)
             assert line.startswith(f"call {STALLED_CALL} ended: twilio_stalled "), line
@@ -135,7 +135,8 @@ async def stall_one_call_of_two(
             await healthy_done.wait()
         assert healthy.violations == [] and not healthy.closed_by_server
         with trio.fail_after(30):
-            while not (model.sessions[0].closed and ended(caplog, HEALTHY_CALL)):
+            # polled: a log line comes with nothing to wait on
+            while not (model.sessions[0].closed and ended(caplog, HEALTHY_CALL)):  # noqa: ASYNC110
                 await trio.sleep(0.05)
         [line] = ended(caplog, HEALTHY_CALL)
         assert line.startswith(f"call {HEALTHY_CALL} ended: caller_hangup "), line

@@ -156,7 +156,8 @@ def _candidate_signatures(sdk: RequestValidator, url: str, sdk_params: Any) -> l
     variants = [url, remove_port(urlparse(url)), add_port(urlparse(url))]
     signed = [sdk.compute_signature(u, sdk_params) for u in GRID_URLS + variants]
     right = sdk.compute_signature(url, sdk_params)
-    return list(dict.fromkeys(signed)) + [
+    return [
+        *dict.fromkeys(signed),
         sdk.compute_signature(url, {"Other": "param"}),
         other.compute_signature(url, sdk_params),
         right[:-1],
@@ -244,7 +245,7 @@ def test_body_without_hash_is_rejected_where_the_sdk_accepts() -> None:
     ["https://example.com:99999/x", "https://example.com:http/x", "https://exa\ud800mple.com/x"],
 )
 def test_urls_the_sdk_raises_on_are_just_invalid(url: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError):  # noqa: PT011 - the message is urllib's or a codec's
         RequestValidator(TOKEN).validate(url, {}, SIGNATURE)
     assert not is_valid_signature(TOKEN, url, SIGNATURE)
     assert not is_valid_body_signature(TOKEN, url + "?bodySHA256=" + BODY_HASH, BODY, SIGNATURE)
@@ -322,5 +323,5 @@ def test_websocket_url(url: str, expected: str) -> None:
 
 @pytest.mark.parametrize("url", ["", "bridge.example.com/x", "ftp://x/y", "https:x", "//x/y"])
 def test_websocket_url_refuses_other_schemes(url: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"expected an http\(s\) or ws\(s\) URL"):
         websocket_url(url)

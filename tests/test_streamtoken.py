@@ -62,7 +62,7 @@ def test_format_is_as_documented() -> None:
     version, payload, mac = TOKEN.split(".")
     assert version == "v1" and len(TOKEN) == 74
     assert set(payload + mac) <= set(B64URL)  # URL-safe, unpadded: fits a <Parameter> as is
-    assert TOKEN == signed(int(EXPIRES).to_bytes(8, "big") + NONCE)
+    assert signed(int(EXPIRES).to_bytes(8, "big") + NONCE) == TOKEN
     assert SID not in TOKEN  # bound by the MAC, not carried
 
 
@@ -88,7 +88,7 @@ def test_derive_key() -> None:
     assert derive_key("another-auth-token") != KEY
     assert b"twilio-auth-token" not in KEY
     # Not the raw token, and not the signature scheme's HMAC-SHA1 of anything obvious either.
-    assert KEY != hmac.new(b"twilio-auth-token", b"", hashlib.sha256).digest()
+    assert hmac.new(b"twilio-auth-token", b"", hashlib.sha256).digest() != KEY
 
 
 def test_error_is_a_remote_protocol_error_with_a_reason() -> None:
@@ -214,24 +214,25 @@ def test_verifier_configured_for_a_longer_ttl_accepts_it() -> None:
     assert verify(KEY, token, SID, now=NOW, ttl=600.0).expires == NOW + 600
 
 
-BAD_ARGUMENTS: dict[str, Callable[[], object]] = {
-    "short key (issue)": lambda: issue(b"k" * 15, SID, now=NOW),
-    "short key (verify)": lambda: verify(b"k" * 15, TOKEN, SID, now=NOW),
-    "nonce too short": lambda: issue(KEY, SID, now=NOW, nonce=b"x" * 11),
-    "nonce too long": lambda: issue(KEY, SID, now=NOW, nonce=b"x" * 13),
-    "zero ttl": lambda: issue(KEY, SID, now=NOW, ttl=0),
-    "negative ttl": lambda: issue(KEY, SID, now=NOW, ttl=-1),
-    "infinite ttl": lambda: issue(KEY, SID, now=NOW, ttl=float("inf")),
-    "NaN now (issue)": lambda: issue(KEY, SID, now=float("nan")),
-    "NaN now (verify)": lambda: verify(KEY, TOKEN, SID, now=float("nan")),
-    "before the epoch": lambda: issue(KEY, SID, now=-1000.0),
-    "guard capacity": lambda: ReplayGuard(capacity=0),
+#: a call with a bad argument, and what its ValueError says
+BAD_ARGUMENTS: dict[str, tuple[Callable[[], object], str]] = {
+    "short key (issue)": (lambda: issue(b"k" * 15, SID, now=NOW), "at least 16 bytes"),
+    "short key (verify)": (lambda: verify(b"k" * 15, TOKEN, SID, now=NOW), "at least 16 bytes"),
+    "nonce too short": (lambda: issue(KEY, SID, now=NOW, nonce=b"x" * 11), "nonce must be 12"),
+    "nonce too long": (lambda: issue(KEY, SID, now=NOW, nonce=b"x" * 13), "nonce must be 12"),
+    "zero ttl": (lambda: issue(KEY, SID, now=NOW, ttl=0), "positive ttl"),
+    "negative ttl": (lambda: issue(KEY, SID, now=NOW, ttl=-1), "positive ttl"),
+    "infinite ttl": (lambda: issue(KEY, SID, now=NOW, ttl=float("inf")), "positive ttl"),
+    "NaN now (issue)": (lambda: issue(KEY, SID, now=float("nan")), "finite now"),
+    "NaN now (verify)": (lambda: verify(KEY, TOKEN, SID, now=float("nan")), "now must be finite"),
+    "before the epoch": (lambda: issue(KEY, SID, now=-1000.0), "out of range"),
+    "guard capacity": (lambda: ReplayGuard(capacity=0), "capacity must be positive"),
 }
 
 
-@pytest.mark.parametrize("call", BAD_ARGUMENTS.values(), ids=BAD_ARGUMENTS)
-def test_our_own_mistakes_are_value_errors(call: Callable[[], object]) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(("call", "message"), BAD_ARGUMENTS.values(), ids=BAD_ARGUMENTS)
+def test_our_own_mistakes_are_value_errors(call: Callable[[], object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         call()
 
 

@@ -100,7 +100,7 @@ async def test_marks_echo_after_the_audio_before_them_has_played(autojump_clock:
 async def test_clear_discards_unplayed_audio_and_echoes_every_pending_mark(
         autojump_clock: object) -> None:
     async def bridge(socket: MemorySocket, inbox: list[Any]) -> None:
-        await trio.sleep(0)  # let `start` go first
+        await trio.lowlevel.checkpoint()  # let `start` go first
         for n in range(5):
             await socket.send(media(bytes([n + 1]) * 1600))  # 200 ms each
             await socket.send(mark(f"m{n}"))

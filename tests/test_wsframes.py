@@ -19,11 +19,11 @@ from wsproto.events import Pong as WsprotoPong
 from callbridge._errors import RemoteProtocolError
 from callbridge._wsframes import (
     Close,
+    FrameEvent,
     FrameReader,
     FrameWriter,
     Ping,
     Pong,
-    FrameEvent,
     WebSocketProtocolError,
     accept_key,
     handshake_key,
@@ -100,9 +100,9 @@ def test_binary_ping_pong_frames() -> None:
     assert unmask(writer.binary(b"\x00\xff" * 100)) == (0x82, b"\x00\xff" * 100)
     assert unmask(writer.ping(b"p")) == (0x89, b"p")
     assert unmask(writer.pong(b"")) == (0x8A, b"")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at most 125 bytes"):
         writer.ping(b"x" * 126)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at most 125 bytes"):
         writer.pong(b"x" * 126)
 
 
@@ -126,14 +126,14 @@ def test_close_frames(code: int, reason: str, payload: bytes) -> None:
 
 
 def test_a_long_close_reason_is_cut_on_a_character() -> None:
-    first, payload = unmask(FrameWriter().close(1000, "€" * 60))
+    _, payload = unmask(FrameWriter().close(1000, "€" * 60))
     assert len(payload) <= 125
     assert payload[2:].decode() == "€" * 41
 
 
 @pytest.mark.parametrize("code", [0, 999, 1004, 1006, 1015, 2000, 5000])
 def test_close_codes_one_may_not_send(code: int) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a close code an endpoint may send"):
         FrameWriter().close(code)
 
 

@@ -46,6 +46,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "PHONE_TURN_DETECTION",
     "Agent",
     "Call",
     "CallEvent",
@@ -59,7 +60,6 @@ __all__ = [
     "MessageSocket",
     "ModelConnectError",
     "OpenAIRealtime",
-    "PHONE_TURN_DETECTION",
     "ProtocolError",
     "RealtimeBackend",
     "RealtimeConnection",

@@ -59,10 +59,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import trio
     import trio.testing
-
-    from pathlib import Path
 
     from ._demo import run_demo
 

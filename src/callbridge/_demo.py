@@ -9,8 +9,9 @@ caller hangs up.
 
 The timeline is built afterwards from the two peers' records, which are the ground
 truth: when the caller spoke and what their phone played (and when `clear` cut
-it), and what the model sent and received (`ServerSession.timeline`). The same scenario runs without sockets
-on trio's `MockClock` (`loopback=False`), which is how the test suite runs it.
+it), and what the model sent and received (`ServerSession.timeline`). The same
+scenario runs without sockets on trio's `MockClock` (`loopback=False`), which is how
+the test suite runs it.
 """
 
 from __future__ import annotations
@@ -137,8 +138,7 @@ async def _call_over_loopback(caller: TwilioCaller, model: LocalRealtimeServer) 
         host = binds[0].removeprefix("http://")
         await dial_twilio_stream(caller, f"ws://{host}/media-stream")
         with trio.move_on_after(5):  # the model session ends right after the call
-            while not (model.sessions and model.sessions[0].closed):
-                await trio.sleep(0.01)
+            await model.wait_for_sessions(lambda sessions: bool(sessions) and sessions[0].closed)
         nursery.cancel_scope.cancel()
     return (f"callbridge under hypercorn's trio worker at http://{host}, local model at "
             f"ws://127.0.0.1:{port}/v1/realtime")
@@ -166,14 +166,19 @@ async def run_demo(
     echo("")
     echo(_summary(report))
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for name, track in [("caller.wav", report.caller_track), ("agent.wav", report.agent_track)]:
-            write_wav(out_dir / name, track)
-            report.files.append(out_dir / name)
+        await trio.to_thread.run_sync(_save, report, out_dir)
         echo(f"Wrote {out_dir / 'caller.wav'} (what the caller said) and "
              f"{out_dir / 'agent.wav'} (what the caller heard), "
              f"{len(report.caller_track) / BYTES_PER_S:.1f} s each on the call's clock.")
     return report
+
+
+def _save(report: DemoReport, out_dir: Path) -> None:
+    """Write the two tracks as WAV files (blocking: run in a thread)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, track in [("caller.wav", report.caller_track), ("agent.wav", report.agent_track)]:
+        write_wav(out_dir / name, track)
+        report.files.append(out_dir / name)
 
 
 def _summary(report: DemoReport) -> str:

@@ -126,7 +126,9 @@ class MemorySocket:
     """One end of an in-memory socket pair (see `memory_socket_pair`)."""
 
     def __init__(
-        self, send: trio.MemorySendChannel[str | bytes], receive: trio.MemoryReceiveChannel[str | bytes]
+        self,
+        send: trio.MemorySendChannel[str | bytes],
+        receive: trio.MemoryReceiveChannel[str | bytes],
     ) -> None:
         self._send_channel = send
         self._receive_channel = receive
@@ -157,7 +159,7 @@ class MemorySocket:
         await trio.lowlevel.checkpoint()
 
 
-def memory_socket_pair(buffer: int | float = math.inf) -> tuple[MemorySocket, MemorySocket]:
+def memory_socket_pair(buffer: float = math.inf) -> tuple[MemorySocket, MemorySocket]:
     """Two connected in-memory message sockets; `buffer` bounds each direction
     (the default never blocks a sender, like a socket with a large kernel buffer)."""
     a_send, b_receive = trio.open_memory_channel[str | bytes](buffer)

@@ -97,10 +97,7 @@ class ClientWebSocket:
         once the connection is closed or broken."""
         if self._send_closed:
             raise SocketClosed("websocket is closed")
-        if isinstance(text, str):
-            frame = self._writer.text(text)
-        else:
-            frame = self._writer.binary(text)
+        frame = self._writer.text(text) if isinstance(text, str) else self._writer.binary(text)
         await self._send_frame(frame)
 
     async def receive(self) -> str | bytes | None:

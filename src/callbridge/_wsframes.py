@@ -273,7 +273,7 @@ class FrameReader:
 
     def _other_frame(
         self, b0: int, b1: int, start: int, length: int
-    ) -> FrameEvent | None | Literal[_Fragment.TAKEN]:
+    ) -> FrameEvent | Literal[_Fragment.TAKEN] | None:
         """Everything but the common case: returns the event, None for "need more
         bytes", or `_MORE` once a non-final fragment is taken in."""
         if b0 & 0x70:

@@ -72,7 +72,7 @@ def realtime_url(base_url: str, model: str) -> str:
     scheme = {"https": "wss", "http": "ws", "wss": "wss", "ws": "ws"}.get(parts.scheme)
     if scheme is None or not parts.netloc:
         raise ValueError(f"not an http(s) or ws(s) base URL: {base_url!r}")
-    query = parse_qsl(parts.query) + [("model", model)]
+    query = [*parse_qsl(parts.query), ("model", model)]
     path = parts.path.rstrip("/") + "/realtime"
     return urlunsplit((scheme, parts.netloc, path, urlencode(query), ""))
 

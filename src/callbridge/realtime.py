@@ -13,7 +13,7 @@ Optional fields left as `None` are omitted on the wire: the API treats an explic
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any
 
 import attrs
 
@@ -182,18 +182,18 @@ class UnknownClientEvent:
     raw: Mapping[str, Any]
 
 
-ClientEvent = Union[
-    SessionUpdate,
-    InputAudioBufferAppend,
-    InputAudioBufferCommit,
-    InputAudioBufferClear,
-    ConversationItemCreate,
-    ConversationItemTruncate,
-    ConversationItemDelete,
-    ResponseCreate,
-    ResponseCancel,
-    UnknownClientEvent,
-]
+ClientEvent = (
+    SessionUpdate
+    | InputAudioBufferAppend
+    | InputAudioBufferCommit
+    | InputAudioBufferClear
+    | ConversationItemCreate
+    | ConversationItemTruncate
+    | ConversationItemDelete
+    | ResponseCreate
+    | ResponseCancel
+    | UnknownClientEvent
+)
 
 # --- server events (model -> bridge) --------------------------------------------
 
@@ -329,19 +329,19 @@ class UnknownServerEvent:
     raw: Mapping[str, Any]
 
 
-ServerEvent = Union[
-    SessionCreated,
-    SessionUpdated,
-    SpeechStarted,
-    SpeechStopped,
-    InputAudioBufferCommitted,
-    ResponseCreated,
-    OutputAudioDelta,
-    OutputAudioDone,
-    OutputAudioTranscriptDone,
-    InputTranscriptionCompleted,
-    ResponseDone,
-    ConversationItemTruncated,
-    ErrorEvent,
-    UnknownServerEvent,
-]
+ServerEvent = (
+    SessionCreated
+    | SessionUpdated
+    | SpeechStarted
+    | SpeechStopped
+    | InputAudioBufferCommitted
+    | ResponseCreated
+    | OutputAudioDelta
+    | OutputAudioDone
+    | OutputAudioTranscriptDone
+    | InputTranscriptionCompleted
+    | ResponseDone
+    | ConversationItemTruncated
+    | ErrorEvent
+    | UnknownServerEvent
+)

@@ -14,7 +14,6 @@ lives in `callbridge.codec`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Union
 
 import attrs
 
@@ -124,7 +123,7 @@ class UnknownTwilioMessage:
     raw: Mapping[str, object]
 
 
-TwilioMessage = Union[Connected, Start, Media, Mark, Clear, Dtmf, Stop, UnknownTwilioMessage]
+TwilioMessage = Connected | Start | Media | Mark | Clear | Dtmf | Stop | UnknownTwilioMessage
 
 
 def payload_size(payload: str) -> int:

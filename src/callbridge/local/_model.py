@@ -83,6 +83,18 @@ __all__ = [
 _MIN_COMMIT_BYTES = 100 * BYTES_PER_MS
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    """A client event's JSON object; the API's errors for anything else."""
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise _PeerError("invalid_json", f"The event is not valid JSON: {exc}.") from None
+    if not isinstance(raw, dict):
+        raise _PeerError("invalid_json",
+                         f"A client event must be a JSON object, not {_json_type(raw)}.")
+    return raw
+
+
 class _Connection:
     """The protocol state machine for one client socket (see the module docstring)."""
 
@@ -92,6 +104,7 @@ class _Connection:
         self.state = ServerSession(index=index, id=f"sess_s{index}", model=model,
                                    session=_default_session(f"sess_s{index}", model))
         server.sessions.append(self.state)
+        server._sessions_changed()
         self._counters: dict[str, int] = {}
         self._lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
@@ -126,8 +139,8 @@ class _Connection:
         n = self._counters[prefix] = self._counters.get(prefix, 0) + 1
         return f"{prefix}_s{self.state.index}_{n}"
 
-    def _ev(self, type: str, **fields: Any) -> rt.UnknownServerEvent:
-        return self._events.ev(type, **fields)
+    def _ev(self, kind: str, **fields: Any) -> rt.UnknownServerEvent:
+        return self._events.ev(kind, **fields)
 
     def _error(self, err: _PeerError, event_id: str | None) -> rt.ServerEvent:
         return rt.ErrorEvent(event_id=self._id("event"), error=rt.ErrorInfo(
@@ -171,29 +184,27 @@ class _Connection:
                 nursery.cancel_scope.cancel()
         finally:
             self.state.closed = True
+            self.server._sessions_changed()
             with trio.CancelScope(shield=True):
                 await self.socket.aclose()
 
     async def _handle(self, text: str) -> None:
         event_id: str | None = None
         try:
-            try:
-                raw = json.loads(text)
-            except ValueError as exc:
-                raise _PeerError("invalid_json", f"The event is not valid JSON: {exc}.") from None
-            if not isinstance(raw, dict):
-                raise _PeerError("invalid_json",
-                                 f"A client event must be a JSON object, not {_json_type(raw)}.")
+            raw = _json_object(text)
             event_id = raw["event_id"] if isinstance(raw.get("event_id"), str) else None
-            kind = _field(raw, "type", str)
-            handler = self._handlers.get(kind)
-            if handler is None:
-                supported = ", ".join(f"'{name}'" for name in self._handlers)
-                raise _PeerError("invalid_value", f"Invalid value: '{kind}'. Supported values "
-                                 f"are: {supported}.", "type")
+            handler = self._handler(_field(raw, "type", str))
             await handler(raw)
         except _PeerError as err:
             await self._send(self._error(err, event_id))
+
+    def _handler(self, kind: str) -> Callable[[dict[str, Any]], Awaitable[None]]:
+        handler = self._handlers.get(kind)
+        if handler is None:
+            supported = ", ".join(f"'{name}'" for name in self._handlers)
+            raise _PeerError("invalid_value", f"Invalid value: '{kind}'. Supported values "
+                             f"are: {supported}.", "type")
+        return handler
 
     # --- session, input audio and VAD ------------------------------------------------
 
@@ -548,6 +559,17 @@ class LocalRealtimeServer:
         self.received: list[str] = []
         #: one per connection, in connection order
         self.sessions: list[ServerSession] = []
+        self._sessions_event = trio.Event()
+
+    def _sessions_changed(self) -> None:
+        self._sessions_event.set()
+        self._sessions_event = trio.Event()
+
+    async def wait_for_sessions(self, done: Callable[[list[ServerSession]], bool]) -> None:
+        """Return once `done(self.sessions)` is true: checked at once, then each time a
+        session connects or closes, so it must depend on nothing else."""
+        while not done(self.sessions):
+            await self._sessions_event.wait()
 
     async def serve(self, socket: MessageSocket, *, model: str = "gpt-realtime") -> None:
         """Serve one connection until the client closes; bad input gets `error` events."""
@@ -565,7 +587,7 @@ class LocalRealtimeServer:
             nursery.start_soon(partial(self.serve, server_end, model=model))
             try:
                 yield EventConnection(client)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 # re-raised below, outside the nursery, so callers see it unwrapped
                 failure = exc
             finally:

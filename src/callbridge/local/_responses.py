@@ -47,10 +47,10 @@ class ResponseEvents:
     def __init__(self, new_id: Callable[[str], str], state: ServerSession) -> None:
         self._new_id, self._state = new_id, state
 
-    def ev(self, type: str, **fields: Any) -> rt.UnknownServerEvent:
+    def ev(self, kind: str, **fields: Any) -> rt.UnknownServerEvent:
         """A server event realtime.py does not model; codec sends `raw` as it is."""
-        raw = {"type": type, "event_id": self._new_id("event"), **fields}
-        return rt.UnknownServerEvent(type=type, raw=raw)
+        raw = {"type": kind, "event_id": self._new_id("event"), **fields}
+        return rt.UnknownServerEvent(type=kind, raw=raw)
 
     def created(self, record: ResponseRecord) -> rt.ServerEvent:
         return rt.ResponseCreated(response=self._response(record), event_id=self._new_id("event"))

@@ -20,9 +20,9 @@ import trio
 
 from .._bridge import CallLimits, CallResult
 from .._call import run_call
-from ..events import CallEvent
 from .._sockets import memory_socket_pair
 from ..agent import Agent
+from ..events import CallEvent
 from ..local import LocalRealtimeServer, ServerSession, echo_brain
 from ._twilio import TwilioCaller
 

@@ -28,7 +28,7 @@ from .._mulaw import FRAME_BYTES, FRAME_MS
 from .._sockets import MessageSocket, SocketClosed
 from ._wav import read_wav
 
-__all__ = ["Heard", "TwilioCaller", "Utterance", "speech_frame", "SILENCE_FRAME"]
+__all__ = ["SILENCE_FRAME", "Heard", "TwilioCaller", "Utterance", "speech_frame"]
 
 #: μ-law digital silence
 SILENCE_FRAME = b"\xff" * FRAME_BYTES

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import _mulaw
 
-__all__ = ["read_wav", "write_wav", "RATE"]
+__all__ = ["RATE", "read_wav", "write_wav"]
 
 #: the phone's sample rate
 RATE = 8000
