@@ -121,7 +121,7 @@ def test_session_update_goes_first_then_the_greeting_then_audio_buffered_meanwhi
 
 def test_an_idle_call_sends_each_frame_as_it_came() -> None:
     bridge = talking()
-    for n in range(5):
+    for _ in range(5):
         bridge.receive_twilio(media(b64(CHUNK)), 100.0)
         [append] = drain_model(bridge)
         assert append == rt.InputAudioBufferAppend(audio=b64(CHUNK))
@@ -312,7 +312,7 @@ def test_the_end_of_the_models_audio_is_marked() -> None:
 def test_playout_full_holds_the_model_reader() -> None:
     bridge = talking(playout_buffer_chunks=3, coalesce_ms=0)
     bridge.receive_model(created(), 100.0)
-    for n in range(3):
+    for _ in range(3):
         assert not bridge.playout_full
         bridge.receive_model(delta(CHUNK), 100.0)
     assert bridge.playout_full

@@ -17,15 +17,13 @@ import trio
 import trio.testing
 from _schema import validate_client_event
 
-from callbridge import Agent, CallEvent, CallLimits, memory_socket_pair, run_call
 import callbridge
-from callbridge import events
-from callbridge import events as events_module
+from callbridge import Agent, CallEvent, CallLimits, events, memory_socket_pair, run_call
 from callbridge import realtime as rt
 from callbridge import twilio as tw
 from callbridge.backend import ModelConnectError, RealtimeConnection
-from callbridge.testing import SimulatedCall, TwilioCaller, Utterance
 from callbridge.local import LocalRealtimeServer, ServerSession
+from callbridge.testing import SimulatedCall, TwilioCaller, Utterance
 
 FRAME = 160
 
@@ -95,7 +93,9 @@ async def test_audio_is_bit_exact_both_ways_even_before_the_model_is_ready(
     assert run.result.stats.frames_dropped == 0
 
 
-async def test_nothing_is_sent_to_twilio_before_start(autojump_clock: trio.testing.MockClock) -> None:
+async def test_nothing_is_sent_to_twilio_before_start(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     model = LocalRealtimeServer(default_reply_ms=500)
     caller = TwilioCaller(start_delay=1.0, hangup_at=2.0)
     run = await call(caller, model, agent=GREETER)
@@ -155,7 +155,9 @@ async def test_barge_in_before_any_audio_sends_no_clear_or_truncate(
     assert run.session.truncations == []
 
 
-async def test_without_auto_cancel_the_bridge_cancels(autojump_clock: trio.testing.MockClock) -> None:
+async def test_without_auto_cancel_the_bridge_cancels(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     vad = attrs_replace(GREETER.turn_detection, interrupt_response=False)
     agent = attrs_replace(GREETER, turn_detection=vad)
     model = LocalRealtimeServer(default_reply_ms=4000, speedup=1.25)
@@ -244,7 +246,9 @@ class Unreachable:
         yield  # pragma: no cover
 
 
-async def test_model_unreachable_ends_the_call_cleanly(autojump_clock: trio.testing.MockClock) -> None:
+async def test_model_unreachable_ends_the_call_cleanly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     caller = TwilioCaller(hangup_at=30.0)
     run = await call(caller, Unreachable())
     assert (run.result.reason, run.result.detail) == (
@@ -420,8 +424,9 @@ class Garbage:
     async def receive(self) -> str | bytes | None:
         self.n += 1
         if self.n % 25 == 0:
-            return [b"\x00\x01", "not json", "[]", '{"event": "media"}', '{"event": "bogus"}',
-                    '{"event":"mark","streamSid":"x","mark":{"name":"3:160:nope"}}'][self.n // 25 % 6]
+            bad = [b"\x00\x01", "not json", "[]", '{"event": "media"}', '{"event": "bogus"}',
+                   '{"event":"mark","streamSid":"x","mark":{"name":"3:160:nope"}}']
+            return bad[self.n // 25 % 6]
         return await self.inner.receive()  # type: ignore[no-any-return]
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
@@ -780,7 +785,7 @@ async def test_a_second_model_connection_takes_over_a_live_call(
     caller = TwilioCaller(utterances=[Utterance(at=0.3, duration=0.4),
                                       Utterance(at=3.0, duration=0.4)], hangup_at=5.0)
     async with trio.open_nursery() as nursery:
-        live, events = await start_call(nursery, caller, model, agent=GREETER)
+        live, seen = await start_call(nursery, caller, model, agent=GREETER)
         await trio.sleep(2.5)  # the greeting and the first reply have played
         live._replace_model()
         result = await live.wait_ended()
@@ -796,7 +801,7 @@ async def test_a_second_model_connection_takes_over_a_live_call(
     assert len(second.responses) == 1 and second.produced
     heard = caller.heard_audio()
     assert heard.endswith(bytes(next(iter(second.produced.values()))))
-    assert [e.connection for e in events if isinstance(e, events_module.ModelConnected)] == [1, 2]
+    assert [e.connection for e in seen if isinstance(e, events.ModelConnected)] == [1, 2]
     assert result.stats.model_connections == 2
 
 

@@ -46,7 +46,6 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from . import events as ev
 from . import realtime as rt
 from . import twilio as tw
 from ._bridge import Bridge, CallLimits, CallRefused, CallResult, CallStats

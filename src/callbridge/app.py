@@ -36,7 +36,7 @@ from .agent import Agent
 from .backend import OpenAIRealtime, RealtimeBackend
 from .config import Settings
 
-__all__ = ["CallbridgeApp", "create_app", "app"]
+__all__ = ["CallbridgeApp", "app", "create_app"]
 
 log = logging.getLogger("callbridge.app")
 
@@ -114,7 +114,8 @@ class CallbridgeApp(QuartTrio):
                                      allow_unsigned_streams=self.settings.allow_unsigned_streams)
         else:
             log.warning(UNGUARDED_NOTICE)
-        log.info("callbridge ready: model %s, voice %s", self.call_agent.model, self.call_agent.voice)
+        log.info("callbridge ready: model %s, voice %s",
+                 self.call_agent.model, self.call_agent.voice)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
         if scope["type"] == "websocket" and scope["path"] == MEDIA_PATH:
@@ -125,7 +126,8 @@ class CallbridgeApp(QuartTrio):
     async def _media_stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
-        assert self.call_agent is not None and self.call_backend is not None
+        assert self.call_agent is not None
+        assert self.call_backend is not None
         guard = self.guard
         if guard is not None:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1")
@@ -152,8 +154,9 @@ class CallbridgeApp(QuartTrio):
             log.exception("call failed")
             await socket.aclose(1011)
         else:
-            assert call is not None and call.result is not None
+            assert call is not None
             result = call.result
+            assert result is not None
             log.info("call %s ended: %s %s (%d frames in, %d chunks out, %d barge-ins)",
                      result.call_sid, result.reason, result.detail, result.stats.frames_in,
                      result.stats.chunks_out, result.stats.barge_ins)
@@ -198,7 +201,8 @@ class CallbridgeApp(QuartTrio):
             header = request.headers.get(signature.HEADER)
             if "bodySHA256" in request.args:
                 raw = await request.get_data(as_text=False)
-                ok = guard.webhook_ok(url, header, body=raw.encode() if isinstance(raw, str) else raw)
+                data = raw.encode() if isinstance(raw, str) else raw
+                ok = guard.webhook_ok(url, header, body=data)
             else:
                 params = form.to_dict(flat=False) if request.method == "POST" else None
                 ok = guard.webhook_ok(url, header, form=params)
