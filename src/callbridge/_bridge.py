@@ -58,7 +58,7 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import attrs
 
@@ -253,7 +253,8 @@ class Bridge:
         if self._on_event is not None:
             self._on_event(cls(at=now, wall=now + self._clock_offset, **data))
 
-    def protocol_error(self, source: str, detail: str, now: float) -> None:
+    def protocol_error(self, source: Literal["twilio", "model"], detail: str,
+                       now: float) -> None:
         """A peer (`twilio` or `model`) sent something unusable: count and report it."""
         self.stats.protocol_errors += 1
         log.warning("bad message from %s: %s", "Twilio" if source == "twilio" else "the model",
@@ -299,7 +300,8 @@ class Bridge:
             self.stats.frames_dropped += 1
         audio.append(payload)
 
-    def _bad_audio(self, source: str, payload: str, nbytes: int, now: float) -> str:
+    def _bad_audio(self, source: Literal["twilio", "model"], payload: str, nbytes: int,
+                   now: float) -> str:
         """`nbytes` of silence, for an audio payload that is not valid base64."""
         self.stats.bad_audio += 1
         self.protocol_error(source, f"audio payload is not valid base64 ({len(payload)} "

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import attrs
 
@@ -216,8 +216,7 @@ class ProtocolError(CallEvent):
     """A peer sent something we could not use; it was dropped and counted."""
 
     kind = EventKind.PROTOCOL_ERROR
-    #: "twilio" or "model"
-    source: str
+    source: Literal["twilio", "model"]
     detail: str
 
 
