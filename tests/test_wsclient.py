@@ -2,7 +2,10 @@
 
 Two independent server implementations (trio-websocket, and the `websockets`
 package's threaded server) plus a raw socket peer for what no library would send.
-Every test is bounded with `trio.fail_after`.
+Every test is bounded with `trio.fail_after`, and none asserts on how long real
+time took: where a close must not wait out its `disconnect_timeout`, that timeout
+is longer than the test's bound, so waiting it out fails the test. How long the
+connect timeout takes is checked on virtual time, over an in-memory stream.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from callbridge._wsclient import (
 from callbridge._wsframes import WebSocketProtocolError, accept_key
 
 MiB = 1 << 20
+#: a disconnect timeout no test may wait out: longer than any test's `fail_after`
+NEVER = 60.0
 
 
 # --- servers -----------------------------------------------------------------------------
@@ -214,7 +219,7 @@ async def test_concurrent_sends_arrive_whole() -> None:
                 async with trio.open_nursery() as nursery:
                     for task in range(5):
                         nursery.start_soon(sender, ws, task)
-                    seen = {task: 0 for task in range(5)}
+                    seen = dict.fromkeys(range(5), 0)
                     for _ in range(5 * 40):
                         message = await ws.receive()
                         assert isinstance(message, str)
@@ -266,19 +271,16 @@ async def test_client_close_handshake(library: str) -> None:
     def websockets_handler(ws: ServerConnection) -> None:
         try:
             ws.recv()
-        except WebsocketsClosed as exc:
-            assert exc.rcvd is not None
-            codes.put((exc.rcvd.code, exc.rcvd.reason))
+        except WebsocketsClosed as exc:  # (no close frame received: None)
+            codes.put(exc.rcvd and (exc.rcvd.code, exc.rcvd.reason))
 
     with trio.fail_after(20):
         server = (trio_server(trio_handler) if library == "trio-websocket"
                   else websockets_server(websockets_handler))
         async with server as port:
-            ws = await connect_websocket(f"ws://127.0.0.1:{port}/")
-            start = trio.current_time()
+            ws = await connect_websocket(f"ws://127.0.0.1:{port}/", disconnect_timeout=NEVER)
             await ws.aclose(1000, "done")
-            assert trio.current_time() - start < 1.0  # the server answered: no timeout
-            assert ws.close_code == 1000
+            assert ws.close_code == 1000  # the server's close frame: it answered
             await ws.aclose()  # idempotent
             assert await get(codes) == (1000, "done")
             assert await ws.receive() is None
@@ -308,7 +310,8 @@ async def test_aclose_completes_under_cancellation() -> None:
 async def test_aclose_while_another_task_receives() -> None:
     with trio.fail_after(20):
         async with trio_server(echo) as port:
-            async with open_websocket(f"ws://127.0.0.1:{port}/") as ws:
+            async with open_websocket(f"ws://127.0.0.1:{port}/",
+                                      disconnect_timeout=NEVER) as ws:
                 received: list[object] = []
 
                 async def receiver() -> None:
@@ -317,9 +320,7 @@ async def test_aclose_while_another_task_receives() -> None:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(receiver)
                     await trio.testing.wait_all_tasks_blocked()
-                    start = trio.current_time()
-                    await ws.aclose()
-                    assert trio.current_time() - start < 1.0
+                    await ws.aclose()  # the receiver sees the server's close: no timeout
                 assert received == [None]
                 assert ws.close_code == 1000
 
@@ -343,17 +344,18 @@ async def test_receive_while_aclose_waits_for_the_server() -> None:
 
 
 async def test_aclose_when_the_peer_is_gone() -> None:
+    gone = trio.Event()
+
     async def handler(stream: trio.SocketStream) -> None:
         await raw_handshake(stream)
         await stream.aclose()
+        gone.set()
 
     with trio.fail_after(20):
         async with raw_server(handler) as port:
-            ws = await connect_websocket(f"ws://127.0.0.1:{port}/", disconnect_timeout=5)
-            await trio.sleep(0.1)  # the peer has closed by now
-            start = trio.current_time()
-            await ws.aclose()
-            assert trio.current_time() - start < 1.0
+            ws = await connect_websocket(f"ws://127.0.0.1:{port}/", disconnect_timeout=NEVER)
+            await gone.wait()
+            await ws.aclose()  # finds the connection's end: no timeout
 
 
 async def test_the_peer_vanishing_mid_message() -> None:
@@ -525,28 +527,46 @@ async def test_connect_timeout() -> None:
         silent.listen(8)
         port = silent.getsockname()[1]
         with trio.fail_after(10):
-            start = trio.current_time()
+            # the connect's own deadline fires: had it none, the test's bound would
+            # end the wait, as a Cancelled in here, and fail the test
             with pytest.raises(trio.TooSlowError):
                 await connect_websocket(f"ws://127.0.0.1:{port}/", connect_timeout=0.3)
-            assert trio.current_time() - start < 3
             backend = OpenAIRealtime(api_key="sk-secret-value", connect_timeout=0.3,
                                      base_url=f"http://127.0.0.1:{port}/v1")
-            with pytest.raises(ModelConnectError, match="TooSlowError$"):
+            with pytest.raises(ModelConnectError, match=r"TooSlowError$"):
                 async with backend.connect("gpt-realtime"):
                     raise AssertionError("connected")  # pragma: no cover
+
+
+async def test_connect_timeout_to_the_second(autojump_clock: trio.testing.MockClock,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`connect_timeout` bounds the connect and the opening handshake together, exactly:
+    on virtual time, against a peer that takes the request and never answers."""
+    client, peer = trio.testing.memory_stream_pair()
+
+    async def open_tcp_stream(host: str, port: int) -> trio.abc.Stream:
+        assert (host, port) == ("bridge.test", 8080)
+        return client
+
+    monkeypatch.setattr(trio, "open_tcp_stream", open_tcp_stream)
+    start = trio.current_time()
+    with pytest.raises(trio.TooSlowError):
+        await connect_websocket("ws://bridge.test:8080/", connect_timeout=2.5)
+    assert trio.current_time() - start == pytest.approx(2.5)
+    assert (await peer.receive_some()).startswith(b"GET / HTTP/1.1\r\n")
 
 
 async def test_connection_refused() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with trio.fail_after(10), pytest.raises(OSError):
+    with trio.fail_after(10), pytest.raises(OSError, match="all attempts to connect"):
         await connect_websocket(f"ws://127.0.0.1:{port}/")
 
 
 @pytest.mark.parametrize("url", ["http://h/", "ws:///path", "wss:"])
 async def test_not_a_websocket_url(url: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^not a ws:// or wss:// URL$"):
         await connect_websocket(url)
 
 
