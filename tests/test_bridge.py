@@ -473,3 +473,20 @@ def test_every_event_class_has_its_own_kind() -> None:
     classes = [c for c in vars(ev).values()
                if isinstance(c, type) and issubclass(c, ev.CallEvent) and c is not ev.CallEvent]
     assert sorted(c.kind for c in classes) == sorted(ev.EventKind)
+
+
+def test_caller_audio_the_old_connection_did_not_finish_sending_goes_to_the_new_one() -> None:
+    bridge = talking()
+    frames = [bytes([n]) * 160 for n in range(3)]
+    bridge.receive_twilio(media(b64(frames[0])), 100.0)
+    bridge.send_to_model(rt.InputAudioBufferCommit())
+    assert isinstance(bridge.next_to_model(), rt.InputAudioBufferCommit)
+    bridge.sent_to_model()
+    assert bridge.next_to_model() is not None  # the writer was sending frame 0...
+    for frame in frames[1:]:
+        bridge.receive_twilio(media(b64(frame)), 100.02)
+    bridge.model_connected(100.05)  # ...when its connection went
+    out = drain_model(bridge)
+    assert isinstance(out[0], rt.SessionUpdate)
+    assert appended(out) == b"".join(frames)  # nothing lost, in order
+    assert bridge.stats.frames_to_model == 3

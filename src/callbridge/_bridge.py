@@ -40,9 +40,10 @@ here, not checks of cancel scopes and locks.
 The model connection is replaceable: `model_connected` may be called again on the
 same call. The conversation's state is the call's (the greeting is asked for once,
 on the first connection); a new connection starts with the agent's `session.update`,
-the previous connection's unsent control events are dropped (they name its items),
-and playback starts a new generation as at a barge-in, with a `clear` if audio of
-the old connection may still be queued at Twilio.
+the previous connection's unsent control events are dropped (they name its items)
+while caller audio it had not finished sending goes to the new one, and playback
+starts a new generation as at a barge-in, with a `clear` if audio of the old
+connection may still be queued at Twilio.
 
 Bad input never ends a call. A frame that is not JSON, an unknown or malformed
 message, a frame for another stream, or a payload that is not valid base64 is a
@@ -202,7 +203,8 @@ class Bridge:
         self._control: deque[rt.ClientEvent] = deque()
         self._caller_audio: deque[str] = deque()
         self._model_coalesce = limits.coalesce_ms * tw.BYTES_PER_MS
-        self._frames_sending = 0  # caller frames in the event the model writer has
+        # the caller frames in the event the model writer is sending
+        self._model_sending: tuple[str, ...] = ()
         # to Twilio: playout, and the one send the Twilio writer has under way
         self._playout: deque[_Audio | _Cue] = deque()
         self._playout_coalesce = limits.coalesce_ms * bytes_per_ms
@@ -424,6 +426,9 @@ class Bridge:
         """A model connection opened (the first, or one taking over from another)."""
         self.stats.model_connections += 1
         self._control.clear()  # anything unsent names the previous connection's items
+        # caller audio whose send the old connection did not finish goes to the new one
+        self._caller_audio.extendleft(reversed(self._model_sending))
+        self._model_sending = ()
         self._control.append(self.agent.session_update())
         if self.stats.model_connections == 1:
             first = self.agent.first_response()
@@ -509,14 +514,14 @@ class Bridge:
         """The next event to send the model, or None when there is nothing to send.
         Call `sent_to_model` once it is sent."""
         if self._control:
-            self._frames_sending = 0
+            self._model_sending = ()
             return self._control.popleft()
         audio = self._caller_audio
         if not audio:
             return None
         payload = audio.popleft()
         if not audio:  # idle: one frame, as it came
-            self._frames_sending = 1
+            self._model_sending = (payload,)
             return rt.InputAudioBufferAppend(audio=payload)
         # behind: take what queued up meanwhile, as one append
         payloads = [payload]
@@ -524,12 +529,13 @@ class Bridge:
         while size < self._model_coalesce and audio:
             payloads.append(audio.popleft())
             size += tw.payload_size(payloads[-1])
-        self._frames_sending = len(payloads)
+        self._model_sending = tuple(payloads)
         return rt.InputAudioBufferAppend(audio=_join_base64(payloads))
 
     def sent_to_model(self) -> None:
         """The event from `next_to_model` is on its way."""
-        self.stats.frames_to_model += self._frames_sending
+        self.stats.frames_to_model += len(self._model_sending)
+        self._model_sending = ()
 
 
 def _base64_size(payload: str) -> int | None:
