@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import Any
 
 import pytest
 import trio
 from _stalled import read_to_the_end, stalled_websocket
-from hypercorn.config import Config
-from hypercorn.trio import serve
+from test_service import _hypercorn
 
 from callbridge import CallLimits, codec
 from callbridge import twilio as tw
@@ -43,14 +41,6 @@ SEND_TIMEOUT = 2.0
 MARGIN = 45.0
 STALLED_CALL = "CA57A11ED000000000000000000000001"
 HEALTHY_CALL = "CA4EA17B1000000000000000000000002"
-
-
-async def _hypercorn(app: Any, nursery: trio.Nursery) -> str:
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    binds: list[str] = await nursery.start(partial(serve, app, config))
-    return binds[0].removeprefix("http://")
 
 
 def ended(caplog: pytest.LogCaptureFixture, call_sid: str) -> list[str]:
