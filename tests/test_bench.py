@@ -47,3 +47,14 @@ def test_quick_load_run_is_intact(tmp_path: Path, server: str) -> None:
     assert step["barge_in"]["truncate_errors"] == 0
     assert step["barge_in"]["clears_unexplained"] == 0
     assert step["c2m"]["n"] > 0 and step["m2c"]["n"] > 0
+
+
+def test_the_in_process_bench_runs_and_every_frame_comes_back() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH.with_name("inprocess.py")), "--frames", "300",
+         "--repeat", "1"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [line] = proc.stdout.splitlines()
+    assert line.startswith("300 frames each way: ") and "caller_hangup" in line, line

@@ -1,0 +1,118 @@
+"""The bridge's own CPU per frame, in one process: no kernel, no hypercorn, no JSON model.
+
+`run_call` between an in-memory Twilio side (real Media Streams JSON, marks echoed at
+once) and an echo model that hands events over without encoding them: every caller
+frame comes back as one 20 ms delta. The caller keeps at most `--lag` frames ahead of
+the echo, so the bridge is never far behind (an idle call's shape) yet never waits on
+a clock. What it reports, CPU time per frame both ways with both peers included, is
+a figure to compare commits by, back to back: it moves with the bridge's own code and
+trio's scheduling, not with syscalls or the machine's network stack.
+
+    .venv/bin/python bench/inprocess.py                       # this tree
+    PYTHONPATH=/tmp/old/src .venv/bin/python bench/inprocess.py   # another commit's
+
+(`git worktree add /tmp/old COMMIT` gives another commit's tree.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+import trio.lowlevel
+
+import callbridge
+from callbridge import codec, memory_socket_pair
+from callbridge import realtime as rt
+from callbridge import twilio as tw
+
+SID = "MZ" + "0" * 32
+FRAME = bytes(range(160))
+
+
+class EchoModel:
+    """Each caller append comes back at once as a delta of the same audio."""
+
+    @asynccontextmanager
+    async def connect(self, model: str) -> AsyncIterator[Any]:
+        send, receive = trio.open_memory_channel[rt.ServerEvent](10_000)
+        send.send_nowait(rt.ResponseCreated(response={"id": "r1"}))
+
+        class Connection:
+            async def send(self, event: rt.ClientEvent) -> None:
+                await trio.lowlevel.checkpoint()
+                if isinstance(event, rt.InputAudioBufferAppend):
+                    send.send_nowait(rt.OutputAudioDelta(response_id="r1", item_id="i1",
+                                                         delta=event.audio))
+
+            async def receive(self) -> rt.ServerEvent | None:
+                return await receive.receive()
+
+        yield Connection()
+
+
+async def measure(frames: int, lag: int) -> tuple[float, callbridge.CallResult]:
+    twilio, bridge_end = memory_socket_pair()
+    payload = base64.b64encode(FRAME).decode()
+    texts = [json.dumps({"event": "media", "sequenceNumber": str(i + 3), "streamSid": SID,
+                         "media": {"track": "inbound", "chunk": str(i + 1),
+                                   "timestamp": str(i * 20), "payload": payload}})
+             for i in range(frames)]
+    echoed = 0
+    all_back = trio.Event()
+
+    async def hear() -> None:
+        nonlocal echoed
+        while (text := await twilio.receive()) is not None:
+            message = json.loads(text)
+            if message["event"] == "media":
+                echoed += len(base64.b64decode(message["media"]["payload"])) // len(FRAME)
+                if echoed >= frames:
+                    all_back.set()
+            elif message["event"] == "mark":
+                await twilio.send(text)  # played at once
+
+    async def talk() -> None:
+        await twilio.send(codec.encode(tw.Connected()))
+        await twilio.send(codec.encode(tw.Start(stream_sid=SID, account_sid="AC",
+                                                call_sid="CA")))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hear)
+            for i, text in enumerate(texts):
+                await twilio.send(text)
+                while echoed < i - lag:
+                    await trio.lowlevel.checkpoint()
+            await all_back.wait()
+            await twilio.send(codec.encode(tw.Stop(stream_sid=SID)))
+            await twilio.aclose()
+            nursery.cancel_scope.cancel()
+
+    began = time.process_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(talk)
+        result = await callbridge.run_call(bridge_end, backend=EchoModel())
+    return time.process_time() - began, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=20_000, help="frames each way")
+    parser.add_argument("--lag", type=int, default=5,
+                        help="how many frames the caller may run ahead of the echo")
+    parser.add_argument("--repeat", type=int, default=3, help="runs; each is reported")
+    args = parser.parse_args()
+    for _ in range(args.repeat):
+        cpu, result = trio.run(measure, args.frames, args.lag)
+        print(f"{args.frames} frames each way: {cpu / args.frames * 1e6:.1f} µs CPU per frame "
+              f"(both ways, peers included); {result.reason}, "
+              f"{result.stats.chunks_out} media messages to Twilio")
+
+
+if __name__ == "__main__":
+    main()
