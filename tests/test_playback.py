@@ -270,3 +270,16 @@ def test_marks_every_mark_bytes_and_anew_after_a_barge_in() -> None:
 def test_every_chunk_marked_by_default() -> None:
     p = Playback()
     assert p.mark_after("A", 0, 1) == p.mark_name("A", 1)
+
+
+@pytest.mark.parametrize("bytes_per_ms", [8, 16, 48])  # μ-law 8 kHz, PCM16 8 kHz, 24 kHz
+def test_times_and_truncations_are_in_ms_whatever_the_format(bytes_per_ms: int) -> None:
+    p = Playback(bytes_per_ms=bytes_per_ms)
+    p.response_created("r1")
+    end = p.audio_delta("r1", "A", 400 * bytes_per_ms)  # 400 ms of audio
+    assert end is not None
+    p.sent("A", 0, 200 * bytes_per_ms, p.mark_name("A", 200 * bytes_per_ms), 0.0)
+    p.sent("A", 200 * bytes_per_ms, end, p.mark_name("A", end), 0.0)
+    echo = p.mark_echoed(p.mark_name("A", 200 * bytes_per_ms), 0.2)
+    assert echo.heard_ms == 200
+    assert p.interrupt(0.25) == Interruption(clear=True, truncate=truncate("A", 250), heard_ms=250)

@@ -170,7 +170,7 @@ class Playback:
         self._unmarked = 0 if mark is not None else self._unmarked + end - start
 
     def mark_echoed(self, name: str, now: float) -> MarkEcho:
-        gen, _, _ = name.partition(":")
+        gen = name.partition(":")[0]
         if not gen.isdigit() or int(gen) != self.generation:
             stale = gen.isdigit() and int(gen) < self.generation
             return MarkEcho(outcome=MarkOutcome.DISCARDED if stale else MarkOutcome.FOREIGN)
