@@ -52,7 +52,7 @@ from .._sockets import MessageSocket, SocketClosed, memory_socket_pair
 from ..backend import EventConnection, RealtimeConnection
 from ..twilio import BYTES_PER_MS
 from ._audio import SpeechDetector, pattern_audio
-from ._brains import Brain, Reply, ToolCall, Turn, echo_brain, scripted_brain, tone_brain
+from ._brains import Brain, Reply, Turn
 from ._records import Output, ResponseRecord, ServerSession
 from ._responses import ResponseEvents, pieces, tool_call_error
 from ._session import (
@@ -66,19 +66,7 @@ from ._session import (
     _PeerError,
 )
 
-__all__ = [
-    "Brain",
-    "LocalRealtimeServer",
-    "Reply",
-    "ResponseRecord",
-    "ServerSession",
-    "ToolCall",
-    "Turn",
-    "echo_brain",
-    "pattern_audio",
-    "scripted_brain",
-    "tone_brain",
-]
+__all__ = ["LocalRealtimeServer"]
 
 _MIN_COMMIT_BYTES = 100 * BYTES_PER_MS
 
