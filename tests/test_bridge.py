@@ -490,3 +490,23 @@ def test_caller_audio_the_old_connection_did_not_finish_sending_goes_to_the_new_
     assert isinstance(out[0], rt.SessionUpdate)
     assert appended(out) == b"".join(frames)  # nothing lost, in order
     assert bridge.stats.frames_to_model == 3
+
+
+def test_an_agent_that_needs_the_context_connects_after_start() -> None:
+    agent = Agent(instructions=lambda c: f"Caller {c.from_number}.")
+    bridge = make(agent=agent)
+    assert not bridge.may_connect_model
+    bridge.receive_twilio(start(**{"from": "+1555"}), 100.0)
+    assert bridge.may_connect_model
+    bridge.model_connected(100.0)
+    [update] = drain_model(bridge)
+    assert isinstance(update, rt.SessionUpdate) and update.session.instructions == "Caller +1555."
+
+
+def test_an_agent_chosen_after_start_brings_its_turn_taking() -> None:
+    bridge = Bridge(agent=None, limits=CallLimits(), now=0.0, wall=0.0)
+    bridge.receive_twilio(start(), 0.0)
+    assert not bridge.may_connect_model  # no agent yet
+    vad = rt.TurnDetection(type="server_vad", interrupt_response=False)
+    bridge.use_agent(Agent(turn_detection=vad))
+    assert bridge.may_connect_model and not bridge.playback.auto_cancel

@@ -42,7 +42,7 @@ async def call(
     caller: TwilioCaller,
     model: Any,
     *,
-    agent: Agent | None = None,
+    agent: Agent | callbridge.AgentFactory | None = None,
     limits: CallLimits | None = None,
     wrap_socket: Callable[[Any], Any] = lambda s: s,
 ) -> Run:
@@ -852,3 +852,71 @@ async def test_live_calls_are_found_by_call_sid_while_they_run(
         await lives[0].wait_ended()
         calls.discard(lives[0])
         assert list(calls) == lives[1:] or set(calls) == set(lives[1:])
+
+
+# --- the agent knows the call --------------------------------------------------------------
+
+
+def _instructions(session: ServerSession) -> str:
+    [update] = [json.loads(t) for t in session.received
+                if json.loads(t)["type"] == "session.update"]
+    return str(update["session"]["instructions"])
+
+
+async def test_instructions_can_be_a_function_of_the_calls_context(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    seen: list[callbridge.CallContext] = []
+
+    def instructions(context: callbridge.CallContext) -> str:
+        seen.append(context)
+        return f"The caller's number is {context.from_number}; tenant {context.parameters['t']}."
+
+    model = LocalRealtimeServer()
+    caller = TwilioCaller(hangup_at=2.0, start_delay=0.5,
+                          custom_parameters={"from": "+15551230000", "to": "+15559870000",
+                                             "t": "acme"})
+    run = await call(caller, model, agent=Agent(instructions=instructions))
+    run.check_protocols()
+    assert _instructions(run.session) == "The caller's number is +15551230000; tenant acme."
+    [context] = seen
+    assert (context.call_sid, context.stream_sid, context.to_number) == (
+        caller.call_sid, caller.stream_sid, "+15559870000")
+    # the model connected once `start` brought the context, and lost no caller audio
+    [started] = run.times("start")
+    assert run.times("model_connected")[0] >= started
+    assert bytes(run.session.input_audio) == bytes(caller.sent_audio)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_the_agent_can_be_chosen_per_call(
+    autojump_clock: trio.testing.MockClock, asynchronous: bool,
+) -> None:
+    desks = {"+15550000001": Agent(instructions="Sales desk.", voice="cedar"),
+             "+15550000002": Agent(instructions="Support desk.", greeting="Hello!")}
+
+    def choose(context: callbridge.CallContext) -> Agent:
+        assert context.to_number is not None
+        return desks[context.to_number]
+
+    async def choose_later(context: callbridge.CallContext) -> Agent:
+        await trio.sleep(0.1)  # e.g. a database look-up
+        return choose(context)
+
+    for number, agent in desks.items():
+        model = LocalRealtimeServer(default_reply_ms=500)
+        caller = TwilioCaller(hangup_at=2.0, custom_parameters={"to": number})
+        run = await call(caller, model, agent=choose_later if asynchronous else choose)
+        run.check_protocols()
+        assert _instructions(run.session) == agent.instructions
+        assert bool(run.session.responses) is (agent.greeting is not None)
+        assert bytes(run.session.input_audio) == bytes(caller.sent_audio)
+
+
+async def test_an_agent_factory_that_returns_something_else_fails_the_call_loudly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with pytest.raises(ExceptionGroup) as caught:
+        await call(TwilioCaller(hangup_at=2.0), LocalRealtimeServer(),
+                   agent=lambda context: "not an agent")  # type: ignore[arg-type,return-value]
+    assert caught.group_contains(TypeError, match="returned str, not an Agent")

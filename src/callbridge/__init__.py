@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ._call import Call, LiveCalls, run_call
     from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
     from ._sockets import MessageSocket, SocketClosed, memory_socket_pair
-    from .agent import PHONE_TURN_DETECTION, Agent
+    from .agent import PHONE_TURN_DETECTION, Agent, AgentFactory, CallContext
     from .backend import ModelConnectError, OpenAIRealtime, RealtimeBackend, RealtimeConnection
     from .events import CallEvent, EndReason
 
@@ -37,6 +37,8 @@ _EXPORTS = {
     "memory_socket_pair": "_sockets",
     "PHONE_TURN_DETECTION": "agent",
     "Agent": "agent",
+    "AgentFactory": "agent",
+    "CallContext": "agent",
     "ModelConnectError": "backend",
     "OpenAIRealtime": "backend",
     "RealtimeBackend": "backend",
@@ -48,7 +50,9 @@ _EXPORTS = {
 __all__ = [
     "PHONE_TURN_DETECTION",
     "Agent",
+    "AgentFactory",
     "Call",
+    "CallContext",
     "CallEvent",
     "CallLimits",
     "CallRefused",

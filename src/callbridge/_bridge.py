@@ -69,7 +69,7 @@ from . import realtime as rt
 from . import twilio as tw
 from ._errors import RemoteProtocolError
 from ._playback import Interruption, Playback
-from .agent import Agent
+from .agent import Agent, CallContext
 from .events import EndReason, MarkOutcome
 
 __all__ = ["Bridge", "CallLimits", "CallRefused", "CallResult", "CallStats"]
@@ -172,13 +172,14 @@ class Bridge:
     `now` and `wall` are the call clock and Unix time at the same instant (the call's
     start); events carry both. `on_event`, when given, is called synchronously with
     each `CallEvent`; without it no event object is made. `authorize` is called with
-    Twilio's `start`; raising `CallRefused` ends the call as `refused`.
+    Twilio's `start`; raising `CallRefused` ends the call as `refused`. `agent` may
+    be None when it is chosen per call, after `start` (`use_agent`).
     """
 
     def __init__(
         self,
         *,
-        agent: Agent,
+        agent: Agent | None,
         limits: CallLimits,
         now: float,
         wall: float,
@@ -189,14 +190,15 @@ class Bridge:
         self.agent = agent
         self.limits = limits
         self.stats = CallStats()
-        self.playback = Playback(auto_cancel=agent.auto_cancel,
+        self.playback = Playback(auto_cancel=agent is None or agent.auto_cancel,
                                  mark_bytes=limits.mark_ms * bytes_per_ms,
                                  bytes_per_ms=bytes_per_ms)
         self._on_event = on_event
         self._authorize = authorize
         self._clock_offset = wall - now
-        #: Twilio's `start`, once it arrived and was authorized
+        #: Twilio's `start`, once it arrived and was authorized, and what it says
         self.start: tw.Start | None = None
+        self.context: CallContext | None = None
         self.end_reason: EndReason | None = None
         self.end_detail = ""
         # to the model: control events first, then caller audio (base64 frames)
@@ -223,8 +225,20 @@ class Bridge:
 
     @property
     def may_connect_model(self) -> bool:
-        """With `authorize`, nothing is paid for before `start` was authorized."""
-        return self._authorize is None or self.start is not None
+        """The agent is known, and so is everything its session needs. With
+        `authorize`, nothing is paid for before `start` was authorized; an agent whose
+        instructions are a function of the `CallContext` waits for `start` too."""
+        agent = self.agent
+        if agent is None:
+            return False
+        return self.start is not None or (self._authorize is None and not agent.needs_context)
+
+    def use_agent(self, agent: Agent) -> None:
+        """The agent for this call, chosen once its context was known; before the model
+        connects."""
+        assert self.stats.model_connections == 0, "the agent is chosen before the model"
+        self.agent = agent
+        self.playback.auto_cancel = agent.auto_cancel
 
     @property
     def playout_full(self) -> bool:
@@ -344,6 +358,7 @@ class Bridge:
                 self.end(EndReason.REFUSED, str(exc))
                 return
         self.start = start
+        self.context = CallContext.from_start(start, started_at=now + self._clock_offset)
         self._emit(ev.Start, now, stream_sid=start.stream_sid, call_sid=start.call_sid,
                    custom_parameters=dict(start.custom_parameters))
 
@@ -424,14 +439,16 @@ class Bridge:
 
     def model_connected(self, now: float) -> None:
         """A model connection opened (the first, or one taking over from another)."""
+        agent = self.agent
+        assert agent is not None, "model_connected() before the agent is known"
         self.stats.model_connections += 1
         self._control.clear()  # anything unsent names the previous connection's items
         # caller audio whose send the old connection did not finish goes to the new one
         self._caller_audio.extendleft(reversed(self._model_sending))
         self._model_sending = ()
-        self._control.append(self.agent.session_update())
+        self._control.append(agent.session_update(self.context))
         if self.stats.model_connections == 1:
-            first = self.agent.first_response()
+            first = agent.first_response()
             if first is not None:
                 self._control.append(first)
         else:  # the old connection's audio is over: as at a barge-in, minus its events

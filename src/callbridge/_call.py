@@ -39,6 +39,7 @@ seam for ending the call and talking to the model from outside it.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -51,7 +52,7 @@ from . import twilio as tw
 from ._bridge import Bridge, CallLimits, CallRefused, CallResult, CallStats
 from ._errors import RemoteProtocolError
 from ._sockets import MessageSocket, SocketClosed, as_message_socket
-from .agent import Agent
+from .agent import Agent, AgentFactory, CallContext
 from .backend import ModelConnectError, OpenAIRealtime, RealtimeBackend, RealtimeConnection
 from .events import CallEvent, EndReason
 
@@ -80,18 +81,19 @@ class Call:
         self,
         socket: MessageSocket,
         *,
-        agent: Agent,
+        agent: Agent | AgentFactory,
         backend: RealtimeBackend,
         limits: CallLimits,
         on_event: Callable[[CallEvent], None] | None,
         authorize: Callable[[tw.Start], None] | None,
     ) -> None:
-        self.agent = agent
         self.limits = limits
         self._twilio = socket
         self._backend = backend
-        self._bridge = Bridge(agent=agent, limits=limits, now=trio.current_time(),
-                              wall=time.time(), on_event=on_event, authorize=authorize)
+        self._choose_agent = None if isinstance(agent, Agent) else agent
+        self._bridge = Bridge(agent=agent if isinstance(agent, Agent) else None, limits=limits,
+                              now=trio.current_time(), wall=time.time(), on_event=on_event,
+                              authorize=authorize)
         self._started = trio.Event()
         self._ended = trio.Event()  # the bridge ended the call: tear it down
         self._done = trio.Event()  # torn down: `result` is set
@@ -109,6 +111,16 @@ class Call:
     def start(self) -> tw.Start | None:
         """Twilio's `start` (stream and call SIDs, custom parameters), once it came."""
         return self._bridge.start
+
+    @property
+    def context(self) -> CallContext | None:
+        """Who is calling (SIDs, numbers, the stream's parameters), once `start` came."""
+        return self._bridge.context
+
+    @property
+    def agent(self) -> Agent | None:
+        """The call's agent (None until it is chosen, when it is chosen per call)."""
+        return self._bridge.agent
 
     @property
     def stream_sid(self) -> str | None:
@@ -253,12 +265,21 @@ class Call:
     # --- the model -----------------------------------------------------------------------
 
     async def _run_model(self) -> None:
-        if not self._bridge.may_connect_model:
-            await self._started.wait()  # nothing is paid for before `start` is authorized
+        bridge = self._bridge
+        if not bridge.may_connect_model:
+            # nothing is paid for before `start` is authorized, and what the session
+            # needs to know of the call comes with it
+            await self._started.wait()
+        if bridge.agent is None:
+            assert self._choose_agent is not None
+            assert bridge.context is not None
+            bridge.use_agent(await _chosen(self._choose_agent, bridge.context))
+        assert bridge.agent is not None
+        assert bridge.may_connect_model
         while True:
             self._replacing = False
             try:
-                async with self._backend.connect(self.agent.model) as model:
+                async with self._backend.connect(bridge.agent.model) as model:
                     self._bridge.model_connected(trio.current_time())
                     self._wake()
                     async with trio.open_nursery() as link:
@@ -310,6 +331,15 @@ class Call:
             bridge.sent_to_model()
 
 
+async def _chosen(choose: AgentFactory, context: CallContext) -> Agent:
+    agent = choose(context)
+    if inspect.isawaitable(agent):
+        agent = await agent
+    if not isinstance(agent, Agent):
+        raise TypeError(f"the agent factory returned {type(agent).__name__}, not an Agent")
+    return agent
+
+
 class LiveCalls:
     """The calls running in this process (a service worker), to find and act on them."""
 
@@ -336,7 +366,7 @@ class LiveCalls:
 async def run_call(
     twilio_socket: MessageSocket | WebSocketConnection,
     *,
-    agent: Agent | None = None,
+    agent: Agent | AgentFactory | None = None,
     backend: RealtimeBackend | None = None,
     limits: CallLimits | None = None,
     on_event: Callable[[CallEvent], None] | None = None,
@@ -351,6 +381,11 @@ async def run_call(
     Realtime API configured from the environment. Returns when the call is over,
     with nothing left running; `on_event` sees what happens as it happens (a
     `callbridge.events.CallEvent` each).
+
+    `agent` is an `Agent`, or a function of the call's `CallContext` returning one
+    (sync or async), called once Twilio's `start` arrived: one service, an agent per
+    dialled number. Then, or when the agent's instructions are a function of the
+    context, the model connection opens after `start`.
 
     Started with `call = await nursery.start(run_call, socket, ...)`, it hands out
     the live `Call` as soon as the call is running.
