@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
+from callbridge import Agent
 from callbridge.config import ConfigError, Settings
 
 KEY = {"OPENAI_API_KEY": "sk-test"}
@@ -74,3 +80,71 @@ async def test_the_service_warns_loudly_without_a_token(
             pass
         assert (UNGUARDED_NOTICE in caplog.text) is warned
         assert (app.guard is None) is warned
+
+
+# --- CALLBRIDGE_AGENT and .env ------------------------------------------------------------
+
+AGENT_MODULE = '''
+import callbridge
+
+agent = callbridge.Agent(instructions="You work for Pizza Co.", voice="cedar")
+
+def per_number(call):
+    return agent if call.to_number == "+1555" else callbridge.Agent(instructions="Other.")
+
+not_an_agent = 42
+'''
+
+
+@pytest.fixture
+def in_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A working directory with the user's agent module, imported fresh each test."""
+    name = f"myagent_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(AGENT_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    yield tmp_path
+    sys.modules.pop(name, None)
+
+
+def module_name(project: Path) -> str:
+    [path] = project.glob("myagent_*.py")
+    return path.stem
+
+
+def test_callbridge_agent_names_an_agent_or_a_function(in_project: Path) -> None:
+    name = module_name(in_project)
+    settings = Settings.from_env(KEY | {"CALLBRIDGE_AGENT": f"{name}:agent"})
+    agent = settings.agent()
+    assert isinstance(agent, Agent) and agent.voice == "cedar"
+    chooser = Settings.from_env(KEY | {"CALLBRIDGE_AGENT": f"{name}:per_number"}).agent()
+    assert callable(chooser) and not isinstance(chooser, Agent)
+
+
+@pytest.mark.parametrize(("attribute", "message"), [
+    ("", "expected module:attribute"),
+    (":agent", "expected module:attribute"),
+    ("nosuchmodule_xyz:agent", "cannot import 'nosuchmodule_xyz': ModuleNotFoundError"),
+    ("{m}:missing", "has no attribute 'missing'"),
+    ("{m}:not_an_agent", "'not_an_agent' is a int, not an Agent"),
+    ("{m}:callbridge.Agent", "is a type, not an Agent"),
+])
+def test_a_bad_callbridge_agent_stops_startup_naming_the_variable(
+    in_project: Path, attribute: str, message: str,
+) -> None:
+    spec = attribute.format(m=module_name(in_project)) or "justamodule"
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        Settings.from_env(KEY | {"CALLBRIDGE_AGENT": spec})
+    assert str(caught.value).startswith(f"CALLBRIDGE_AGENT={spec!r}")
+
+
+def test_settings_come_from_a_dotenv_file_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / ".env").write_text("CALLBRIDGE_VOICE=cedar\nCALLBRIDGE_MODEL=from-dotenv\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CALLBRIDGE_MODEL", "from-environment")  # set variables win
+    monkeypatch.setenv("CALLBRIDGE_VOICE", "")  # so monkeypatch restores it, unset...
+    monkeypatch.delenv("CALLBRIDGE_VOICE")  # ...after the .env file set it
+    settings = Settings.from_env()
+    assert (settings.voice, settings.model) == ("cedar", "from-environment")

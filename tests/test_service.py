@@ -453,3 +453,44 @@ async def test_without_a_key_the_service_answers_with_the_echo_agent() -> None:
     # the echo is the caller's own speech, whole (the hiss after it trimmed as silence)
     assert caller.speech_end >= 0.6 * 8000
     assert caller.received_audio() == bytes(caller.sent_audio[: caller.speech_end])
+
+
+AGENT_MODULE = '''
+import callbridge
+
+def instructions(call):
+    return f"You work for Pizza Co. The caller's number is {call.from_number}."
+
+async def choose(call):
+    """One service, an agent per dialled number."""
+    if call.to_number == "+15550001111":
+        return callbridge.Agent(instructions=instructions, greeting="Greet the caller.")
+    return callbridge.Agent(instructions="Wrong number.")
+'''
+
+
+async def test_callbridge_agent_is_loaded_by_a_real_hypercorn_process(tmp_path: Path) -> None:
+    """`CALLBRIDGE_AGENT=module:attribute` in the user's working directory, served by
+    `hypercorn --worker-class trio callbridge.app:app` as users run it."""
+    (tmp_path / "pizza_agent.py").write_text(AGENT_MODULE)
+    model = LocalRealtimeServer(default_reply_ms=300)
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(partial(serve_realtime_websocket, model))
+            env = {"OPENAI_API_KEY": "sk-test-not-a-key",
+                   "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
+                   "CALLBRIDGE_AGENT": "pizza_agent:choose"}
+            async with hypercorn_process("callbridge.app:app", env, cwd=tmp_path) as server:
+                caller = TwilioCaller(hangup_at=30.0, hangup_after_audio=0.1,
+                                      custom_parameters={"from": "+15557770000",
+                                                         "to": "+15550001111"})
+                await dial_twilio_stream(caller, f"ws://{server.host}/media-stream")
+                await model.wait_for_sessions(lambda s: len(s) == 1 and s[0].closed)
+            nursery.cancel_scope.cancel()
+    [session] = model.sessions
+    [update] = [json.loads(t) for t in session.received
+                if json.loads(t)["type"] == "session.update"]
+    assert update["session"]["instructions"] == (
+        "You work for Pizza Co. The caller's number is +15557770000.")
+    assert session.responses and caller.received  # the greeting was asked for, and heard
+    assert caller.violations == []

@@ -32,7 +32,7 @@ from . import _hypercorn_fix, signature, streamtoken, twiml
 from ._call import Call, CallLimits, LiveCalls, run_call
 from ._guard import TwilioGuard
 from ._sockets import AsgiSocket
-from .agent import Agent
+from .agent import Agent, AgentFactory
 from .backend import OpenAIRealtime, RealtimeBackend
 from .config import Settings
 
@@ -82,7 +82,7 @@ class CallbridgeApp(QuartTrio):
         self,
         settings: Settings | None = None,
         *,
-        agent: Agent | None = None,
+        agent: Agent | AgentFactory | None = None,
         backend: RealtimeBackend | None = None,
         limits: CallLimits | None = None,
     ) -> None:
@@ -114,8 +114,12 @@ class CallbridgeApp(QuartTrio):
                                      allow_unsigned_streams=self.settings.allow_unsigned_streams)
         else:
             log.warning(UNGUARDED_NOTICE)
-        log.info("callbridge ready: model %s, voice %s",
-                 self.call_agent.model, self.call_agent.voice)
+        agent = self.call_agent
+        if isinstance(agent, Agent):
+            log.info("callbridge ready: model %s, voice %s", agent.model, agent.voice)
+        else:
+            log.info("callbridge ready: the agent is chosen per call by %s",
+                     getattr(agent, "__qualname__", repr(agent)))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
         if scope["type"] == "websocket" and scope["path"] == MEDIA_PATH:
@@ -227,7 +231,7 @@ def _first(value: str | None) -> str:
 def create_app(
     settings: Settings | None = None,
     *,
-    agent: Agent | None = None,
+    agent: Agent | AgentFactory | None = None,
     backend: RealtimeBackend | None = None,
     limits: CallLimits | None = None,
 ) -> CallbridgeApp:

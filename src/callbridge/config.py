@@ -1,17 +1,21 @@
-"""Service settings from the environment, validated once at startup."""
+"""Service settings from the environment (and a `.env` file), validated once at startup."""
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from collections.abc import Mapping
+from operator import attrgetter
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import attrs
 
-from .agent import DEFAULT_INSTRUCTIONS, Agent
+from .agent import DEFAULT_INSTRUCTIONS, Agent, AgentFactory
 from .backend import DEFAULT_BASE_URL
 
-__all__ = ["ConfigError", "Settings"]
+__all__ = ["ConfigError", "Settings", "load_agent"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -43,6 +47,35 @@ def _url(env: Mapping[str, str], name: str, default: str | None, schemes: set[st
     return value.rstrip("/")
 
 
+def load_agent(spec: str, *, variable: str = "CALLBRIDGE_AGENT") -> Agent | AgentFactory:
+    """The `Agent`, or the function of a `CallContext` returning one, that `spec`
+    (`module:attribute`, as hypercorn names apps) names. The working directory is on
+    the import path, as it is for `python -m`. A bad spec, a module that does not
+    import, a missing attribute or something that is neither raises `ConfigError`
+    naming `variable`."""
+    module_name, _, attribute = spec.strip().partition(":")
+    if not module_name or not attribute:
+        raise ConfigError(f"{variable}={spec!r}: expected module:attribute, e.g. myagent:agent")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or whatever the module raised on import
+        raise ConfigError(
+            f"{variable}={spec!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    try:
+        agent = attrgetter(attribute)(module)
+    except AttributeError:
+        raise ConfigError(
+            f"{variable}={spec!r}: module {module_name!r} has no attribute {attribute!r}"
+        ) from None
+    if isinstance(agent, Agent) or (callable(agent) and not isinstance(agent, type)):
+        return agent
+    raise ConfigError(f"{variable}={spec!r}: {attribute!r} is a {type(agent).__name__}, "
+                      "not an Agent or a function of the CallContext returning one")
+
+
 @attrs.frozen(kw_only=True)
 class Settings:
     """Everything the service reads from the environment.
@@ -53,12 +86,18 @@ class Settings:
     | `OPENAI_BASE_URL` | API base, default `https://api.openai.com/v1` |
     | `CALLBRIDGE_PUBLIC_URL` | the service's public `https://host[/prefix]`, as Twilio reaches it |
     | `CALLBRIDGE_TRUST_PROXY` | honour `X-Forwarded-Proto`/`-Host` (only behind your own proxy) |
+    | `CALLBRIDGE_AGENT` | `module:attribute`: an `Agent`, or a function choosing one per call |
     | `CALLBRIDGE_MODEL`, `CALLBRIDGE_VOICE` | realtime model and voice |
     | `CALLBRIDGE_INSTRUCTIONS` | the agent's instructions (system prompt) |
     | `CALLBRIDGE_GREETING` | if set, the agent speaks first, following these instructions |
     | `HOST`, `PORT` | where `callbridge serve` listens (default `0.0.0.0:8000`) |
     | `TWILIO_AUTH_TOKEN` | check Twilio's signatures and the stream token; unset: no checks |
     | `CALLBRIDGE_ALLOW_UNSIGNED_STREAMS` | accept stream upgrades without a signature header |
+
+    With `CALLBRIDGE_AGENT` set, the model, voice, instructions and greeting variables
+    are unused: the agent says them. `from_env()` reads the process environment, after
+    loading a `.env` file from the working directory if there is one (python-dotenv;
+    variables already set win).
     """
 
     openai_api_key: str | None = attrs.field(default=None, repr=False)
@@ -73,10 +112,16 @@ class Settings:
     port: int = 8000
     twilio_auth_token: str | None = attrs.field(default=None, repr=False)
     allow_unsigned_streams: bool = False
+    #: `CALLBRIDGE_AGENT`, checked by `from_env` (see `load_agent`)
+    agent_spec: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
+        if env is None:
+            from dotenv import load_dotenv
+
+            load_dotenv(Path.cwd() / ".env", override=False)
+            env = os.environ
         key = env.get("OPENAI_API_KEY", "").strip() or None
         port_text = env.get("PORT", "8000").strip()
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
@@ -89,6 +134,9 @@ class Settings:
             strings[name] = value
         base_url = _url(env, "OPENAI_BASE_URL", DEFAULT_BASE_URL, {"http", "https", "ws", "wss"})
         assert base_url is not None
+        agent_spec = env.get("CALLBRIDGE_AGENT", "").strip() or None
+        if agent_spec is not None:
+            load_agent(agent_spec)  # a bad one stops startup here, naming the variable
         return cls(
             openai_api_key=key,
             openai_base_url=base_url,
@@ -102,6 +150,7 @@ class Settings:
             port=int(port_text),
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN", "").strip() or None,
             allow_unsigned_streams=_flag(env, "CALLBRIDGE_ALLOW_UNSIGNED_STREAMS"),
+            agent_spec=agent_spec,
         )
 
     @property
@@ -109,7 +158,10 @@ class Settings:
         """No API key: calls are answered by the local echo agent, not OpenAI."""
         return self.openai_api_key is None
 
-    def agent(self) -> Agent:
+    def agent(self) -> Agent | AgentFactory:
+        """`CALLBRIDGE_AGENT`'s agent, or one made of the other variables."""
+        if self.agent_spec is not None:
+            return load_agent(self.agent_spec)
         return Agent(
             instructions=self.instructions, voice=self.voice, model=self.model,
             greeting=self.greeting,
