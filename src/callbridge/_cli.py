@@ -24,10 +24,11 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Serve the Twilio voice webhook (/incoming-call) and Media Streams WebSocket "
             "(/media-stream). Without OPENAI_API_KEY it runs offline: calls are answered by a "
-            "local echo agent. Configuration comes from the environment (OPENAI_API_KEY, "
-            "OPENAI_BASE_URL, CALLBRIDGE_PUBLIC_URL, CALLBRIDGE_TRUST_PROXY, CALLBRIDGE_MODEL, "
-            "CALLBRIDGE_VOICE, CALLBRIDGE_INSTRUCTIONS, CALLBRIDGE_GREETING, HOST, PORT, "
-            "TWILIO_AUTH_TOKEN, CALLBRIDGE_ALLOW_UNSIGNED_STREAMS); "
+            "local echo agent. Configuration comes from the environment, or a .env file in "
+            "the working directory (OPENAI_API_KEY, OPENAI_BASE_URL, CALLBRIDGE_PUBLIC_URL, "
+            "CALLBRIDGE_TRUST_PROXY, CALLBRIDGE_AGENT=module:attribute for your own agent, or "
+            "CALLBRIDGE_MODEL, CALLBRIDGE_VOICE, CALLBRIDGE_INSTRUCTIONS, CALLBRIDGE_GREETING; "
+            "HOST, PORT, TWILIO_AUTH_TOKEN, CALLBRIDGE_ALLOW_UNSIGNED_STREAMS); "
             "the options below override HOST and PORT. Equivalent to "
             "`hypercorn --worker-class trio callbridge.app:app` with WebSocket messages "
             "capped at 64 KiB."
@@ -103,7 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"callbridge: {OFFLINE_NOTICE}", flush=True)
     if settings.twilio_auth_token is None:
         print(f"callbridge: WARNING: {UNGUARDED_NOTICE}", flush=True)
-    model = "local echo agent" if settings.offline else f"model {settings.model}"
+    if settings.offline:
+        model = "local echo agent"
+    elif settings.agent_spec is not None:
+        model = f"agent {settings.agent_spec}"
+    else:
+        model = f"model {settings.model}"
     print(f"callbridge: serving on http://{config.bind[0]} "
           f"(webhook /incoming-call, stream /media-stream, {model})", flush=True)
     return run(config)
