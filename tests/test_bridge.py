@@ -510,3 +510,100 @@ def test_an_agent_chosen_after_start_brings_its_turn_taking() -> None:
     vad = rt.TurnDetection(type="server_vad", interrupt_response=False)
     bridge.use_agent(Agent(turn_detection=vad))
     assert bridge.may_connect_model and not bridge.playback.auto_cancel
+
+
+# --- keypresses reach the agent; one response at a time ----------------------------------
+
+
+def dtmf(digit: str) -> str:
+    return encode(tw.Dtmf(stream_sid=SID, digit=digit))
+
+
+def pressed(text: str) -> rt.ConversationItemCreate:
+    return rt.ConversationItemCreate(item={
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]})
+
+
+def test_keypresses_end_at_the_terminator_and_reach_the_model_with_a_response() -> None:
+    bridge = talking()
+    for digit in "12#":
+        bridge.receive_twilio(dtmf(digit), 100.0)
+    assert drain_model(bridge) == [pressed("The caller pressed 1 2 #."), rt.ResponseCreate()]
+    assert bridge.next_deadline is None
+
+
+def test_keypresses_end_when_the_caller_pauses() -> None:
+    bridge = talking()
+    bridge.receive_twilio(dtmf("4"), 100.0)
+    bridge.receive_twilio(dtmf("2"), 101.5)  # within 2 s: the same entry
+    assert bridge.next_deadline == 103.5
+    bridge.tick(103.4)
+    assert drain_model(bridge) == []
+    bridge.tick(103.5)
+    assert drain_model(bridge) == [pressed("The caller pressed 4 2."), rt.ResponseCreate()]
+    assert bridge.next_deadline is None
+
+
+def test_the_response_waits_for_the_active_one_to_finish() -> None:
+    bridge = talking()
+    bridge.receive_model(created("r1"), 100.0)
+    for digit in "7#":
+        bridge.receive_twilio(dtmf(digit), 100.1)
+    assert drain_model(bridge) == [pressed("The caller pressed 7 #.")]  # not while r1 speaks
+    bridge.receive_model(done("r1"), 100.5)
+    assert drain_model(bridge) == [rt.ResponseCreate()]
+    for digit in "8#":  # ours is on its way (no response.created yet): wait for it too
+        bridge.receive_twilio(dtmf(digit), 100.6)
+    assert drain_model(bridge) == [pressed("The caller pressed 8 #.")]
+    bridge.receive_model(created("r2"), 100.7)
+    bridge.receive_model(done("r2"), 101.0)
+    assert drain_model(bridge) == [rt.ResponseCreate()]
+
+
+def test_a_new_turn_of_the_caller_answers_instead() -> None:
+    bridge = talking()
+    bridge.receive_model(created("r1"), 100.0)
+    for digit in "5#":
+        bridge.receive_twilio(dtmf(digit), 100.1)
+    bridge.receive_model(SPEECH, 100.2)  # server VAD will answer this turn, digits included
+    bridge.receive_model(done("r1"), 100.3)
+    assert [type(e) for e in drain_model(bridge)] == [rt.ConversationItemCreate]
+
+
+def test_keypresses_before_the_model_connects_wait_for_it_and_the_greeting() -> None:
+    bridge = make(agent=Agent(greeting="Hello!"))
+    bridge.receive_twilio(start(), 100.0)
+    for digit in "9#":
+        bridge.receive_twilio(dtmf(digit), 100.0)
+    bridge.model_connected(100.2)
+    out = drain_model(bridge)
+    assert [type(e) for e in out] == [rt.SessionUpdate, rt.ResponseCreate,
+                                      rt.ConversationItemCreate]  # one response: the greeting
+    bridge.receive_model(created("g"), 100.3)
+    bridge.receive_model(done("g"), 101.0)
+    assert drain_model(bridge) == [rt.ResponseCreate()]  # then the digits' answer
+
+
+def test_on_dtmf_takes_the_digits_instead_of_the_model() -> None:
+    taken: list[tuple[str, object]] = []
+    agent = Agent(on_dtmf=lambda digits, call: taken.append((digits, call)), dtmf_timeout=1.0)
+    handle = object()
+    bridge = Bridge(agent=agent, limits=CallLimits(), now=0.0, wall=0.0, handle=handle)
+    bridge.receive_twilio(start(), 0.0)
+    bridge.model_connected(0.0)
+    drain_model(bridge)
+    for digit in "1234":
+        bridge.receive_twilio(dtmf(digit), 0.5)
+    bridge.tick(1.5)
+    assert taken == [("1234", handle)]
+    assert drain_model(bridge) == []
+
+
+def test_keypresses_can_be_kept_from_the_model() -> None:
+    bridge = make(agent=Agent(dtmf_timeout=None))
+    bridge.receive_twilio(start(), 100.0)
+    bridge.model_connected(100.0)
+    drain_model(bridge)
+    for digit in "1#":
+        bridge.receive_twilio(dtmf(digit), 100.0)
+    assert drain_model(bridge) == [] and bridge.next_deadline is None

@@ -920,3 +920,29 @@ async def test_an_agent_factory_that_returns_something_else_fails_the_call_loudl
         await call(TwilioCaller(hangup_at=2.0), LocalRealtimeServer(),
                    agent=lambda context: "not an agent")  # type: ignore[arg-type,return-value]
     assert caught.group_contains(TypeError, match="returned str, not an Agent")
+
+
+# --- keypresses reach the agent -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("keys", "entry"), [
+    ([(1.0, "1"), (1.3, "2"), (1.5, "#")], "1 2 #"),  # the terminator ends the entry
+    ([(1.0, "4"), (2.5, "2")], "4 2"),  # a 2 s pause ends it
+])
+async def test_keypresses_reach_the_model_as_a_message_and_get_an_answer(
+    autojump_clock: trio.testing.MockClock, keys: list[tuple[float, str]], entry: str,
+) -> None:
+    # the greeting is still speaking when the keys come: the answer waits for it
+    model = LocalRealtimeServer(default_reply_ms=3000, speedup=1.25)
+    caller = TwilioCaller(hangup_at=9.0, dtmf=keys)
+    run = await call(caller, model, agent=GREETER)
+    run.check_protocols()  # no conversation_already_has_active_response, nothing malformed
+    sent = [json.loads(t) for t in run.session.received]
+    [message] = [e for e in sent if e["type"] == "conversation.item.create"]
+    assert message["item"]["content"] == [
+        {"type": "input_text", "text": f"The caller pressed {entry}."}]
+    creates = [i for i, e in enumerate(sent) if e["type"] == "response.create"]
+    assert len(creates) == 2 and creates[1] > sent.index(message)  # greeting, then the answer
+    assert len(run.session.responses) == 2
+    for event in sent:
+        validate_client_event(json.dumps(event))

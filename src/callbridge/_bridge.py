@@ -12,6 +12,7 @@ asks for, in the style of h11's `Connection`:
     receive_model(event, now)      ──▶    next_to_model()  -> the next client event
     sent_to_twilio(now)                   state, result: start, end and its reason
     model_connected(now), end(...), send_to_model(event), protocol_error(...)
+    tick(now), once next_deadline passed  (the only timer: DTMF's inter-digit pause)
 
 Two queues hold what is on its way out, each with its policy when full:
 
@@ -44,6 +45,16 @@ the previous connection's unsent control events are dropped (they name its items
 while caller audio it had not finished sending goes to the new one, and playback
 starts a new generation as at a barge-in, with a `clear` if audio of the old
 connection may still be queued at Twilio.
+
+One response at a time: the API refuses a `response.create` while a response is
+active (`conversation_already_has_active_response`), so `request_response` sends one
+only when none is open and none is on its way, and otherwise once the open one is
+done; when the caller starts a new turn meanwhile, server VAD answers it and the
+waiting request is dropped (no double response).
+
+Keypresses (`dtmf`) are collected until the caller pauses `Agent.dtmf_timeout` or
+presses `Agent.dtmf_terminator`; then they reach the model as a user message and a
+response is requested, or go to `Agent.on_dtmf` instead.
 
 Bad input never ends a call. A frame that is not JSON, an unknown or malformed
 message, a frame for another stream, or a payload that is not valid base64 is a
@@ -173,7 +184,8 @@ class Bridge:
     start); events carry both. `on_event`, when given, is called synchronously with
     each `CallEvent`; without it no event object is made. `authorize` is called with
     Twilio's `start`; raising `CallRefused` ends the call as `refused`. `agent` may
-    be None when it is chosen per call, after `start` (`use_agent`).
+    be None when it is chosen per call, after `start` (`use_agent`). `handle` is
+    what `Agent.on_dtmf` gets as the call (the trio layer's live `Call`).
     """
 
     def __init__(
@@ -186,6 +198,7 @@ class Bridge:
         on_event: Callable[[ev.CallEvent], None] | None = None,
         authorize: Callable[[tw.Start], None] | None = None,
         bytes_per_ms: int = tw.BYTES_PER_MS,
+        handle: object = None,
     ) -> None:
         self.agent = agent
         self.limits = limits
@@ -195,6 +208,7 @@ class Bridge:
                                  bytes_per_ms=bytes_per_ms)
         self._on_event = on_event
         self._authorize = authorize
+        self._handle = handle
         self._clock_offset = wall - now
         #: Twilio's `start`, once it arrived and was authorized, and what it says
         self.start: tw.Start | None = None
@@ -211,6 +225,14 @@ class Bridge:
         self._playout: deque[_Audio | _Cue] = deque()
         self._playout_coalesce = limits.coalesce_ms * bytes_per_ms
         self._sending: _Sending | None = None
+        # responses: open ones (created, not done), ours on its way, one waiting
+        self._open_responses: set[str] = set()
+        self._response_requested = False
+        self._response_wanted = False
+        # keypresses collected, and when the caller's pause delivers them
+        self._digits = ""
+        #: when `tick` must be called next (None: no timer is running)
+        self.next_deadline: float | None = None
 
     # --- state -------------------------------------------------------------------------
 
@@ -342,6 +364,7 @@ class Bridge:
         elif isinstance(message, tw.Dtmf):
             if not self._foreign(message.stream_sid, "dtmf", now):
                 self._emit(ev.Dtmf, now, digit=message.digit)
+                self._keypress(message.digit, now)
         elif isinstance(message, tw.UnknownTwilioMessage):
             log.info("ignoring unknown Twilio event %r", message.event)
         # `connected` carries nothing we need; `clear` only ever goes to Twilio
@@ -361,6 +384,31 @@ class Bridge:
         self.context = CallContext.from_start(start, started_at=now + self._clock_offset)
         self._emit(ev.Start, now, stream_sid=start.stream_sid, call_sid=start.call_sid,
                    custom_parameters=dict(start.custom_parameters))
+
+    def _keypress(self, digit: str, now: float) -> None:
+        agent = self.agent
+        if agent is None or agent.dtmf_timeout is None:
+            return
+        self._digits += digit
+        if digit == agent.dtmf_terminator:
+            self._deliver_digits()
+        else:
+            self.next_deadline = now + agent.dtmf_timeout
+
+    def tick(self, now: float) -> None:
+        """Time passed: do what was due by `now` (see `next_deadline`)."""
+        if self.next_deadline is not None and now >= self.next_deadline:
+            self._deliver_digits()
+
+    def _deliver_digits(self) -> None:
+        digits, self._digits, self.next_deadline = self._digits, "", None
+        agent = self.agent
+        assert agent is not None
+        if agent.on_dtmf is not None:
+            agent.on_dtmf(digits, self._handle)
+        else:
+            self._control.append(agent.dtmf_message(digits))
+            self.request_response()
 
     # --- to Twilio ---------------------------------------------------------------------
 
@@ -442,16 +490,25 @@ class Bridge:
         agent = self.agent
         assert agent is not None, "model_connected() before the agent is known"
         self.stats.model_connections += 1
-        self._control.clear()  # anything unsent names the previous connection's items
         # caller audio whose send the old connection did not finish goes to the new one
         self._caller_audio.extendleft(reversed(self._model_sending))
         self._model_sending = ()
+        queued = list(self._control)  # what waited for the first connection (keypresses)
+        self._control.clear()
         self._control.append(agent.session_update(self.context))
+        self._open_responses.clear()
+        self._response_requested = False
         if self.stats.model_connections == 1:
             first = agent.first_response()
             if first is not None:
                 self._control.append(first)
-        else:  # the old connection's audio is over: as at a barge-in, minus its events
+                self._response_requested = True
+            self._control.extend(queued)
+            if self._response_wanted:
+                self._response_wanted = False
+                self.request_response()
+        else:  # anything unsent names the old connection's items; its audio is over:
+            self._response_wanted = False  # as at a barge-in, minus its events
             self._interrupt(now)
         self._emit(ev.ModelConnected, now, connection=self.stats.model_connections)
 
@@ -461,13 +518,20 @@ class Bridge:
             self._audio_delta(event, now)
         elif isinstance(event, rt.SpeechStarted):
             self._emit(ev.SpeechStarted, now, audio_start_ms=event.audio_start_ms)
+            self._response_wanted = False  # a new turn: server VAD will answer it
             self._barge_in(now)
         elif isinstance(event, rt.ResponseCreated):
+            self._open_responses.add(event.response_id)
+            self._response_requested = False
             self.playback.response_created(event.response_id)
             self._emit(ev.ResponseCreated, now, response_id=event.response_id)
         elif isinstance(event, rt.OutputAudioDone):
             self._playout.append(_Cue.TAIL_MARK)
         elif isinstance(event, rt.ResponseDone):
+            self._open_responses.discard(event.response_id)
+            if self._response_wanted and not self._open_responses:
+                self._response_wanted = False
+                self.request_response()
             self.playback.response_done(event.response_id)
             self._playout.append(_Cue.TAIL_MARK)
             self._emit(ev.ResponseDone, now, response_id=event.response_id, status=event.status)
@@ -521,6 +585,16 @@ class Bridge:
         return decision
 
     # --- to the model ------------------------------------------------------------------
+
+    def request_response(self) -> None:
+        """Have the model respond, as soon as no response is active (see the module
+        docstring): at once, or after the open one's `response.done`."""
+        if (self._open_responses or self._response_requested
+                or self.stats.model_connections == 0):
+            self._response_wanted = True
+        else:
+            self._response_requested = True
+            self._control.append(rt.ResponseCreate())
 
     def send_to_model(self, event: rt.ClientEvent) -> None:
         """Queue a client event for the model, after the control events already

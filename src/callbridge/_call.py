@@ -22,8 +22,11 @@ one writer per socket, and no other task touches a socket:
   model task loops, one connection at a time, while the call's state stays in the
   bridge (`_replace_model` is the seam reconnects and rotation build on).
 
+The bridge's one timer (`next_deadline`, e.g. the pause that ends a run of keypresses)
+is kept by a timer task that `_wake` re-arms when the deadline changes.
+
 Nurseries, each with one job: the call's own holds the Twilio reader and, inside it,
-the pumps' nursery (the Twilio writer, the model task, the `start` timeout), so that
+the pumps' nursery (the Twilio writer, the model task, the timer, the `start` timeout), so that
 ending the call cancels the pumps while the reader stays to see Twilio's close; the
 model task opens one nursery per model connection (its reader and writer), which is
 what makes the connection replaceable. Nothing outlives `run_call`.
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -93,7 +97,7 @@ class Call:
         self._choose_agent = None if isinstance(agent, Agent) else agent
         self._bridge = Bridge(agent=agent if isinstance(agent, Agent) else None, limits=limits,
                               now=trio.current_time(), wall=time.time(), on_event=on_event,
-                              authorize=authorize)
+                              authorize=authorize, handle=self)
         self._started = trio.Event()
         self._ended = trio.Event()  # the bridge ended the call: tear it down
         self._done = trio.Event()  # torn down: `result` is set
@@ -101,6 +105,8 @@ class Call:
         self._to_twilio = trio.lowlevel.ParkingLot()  # the Twilio writer waits here
         self._to_model = trio.lowlevel.ParkingLot()  # the model writer waits here
         self._playout_room = trio.lowlevel.ParkingLot()  # the model reader waits here
+        self._timer = trio.lowlevel.ParkingLot()  # the timer waits here for a new deadline
+        self._armed: float | None = None  # the deadline the timer waits for
         self._model_link: trio.CancelScope | None = None
         self._replacing = False
         self._result: CallResult | None = None
@@ -173,6 +179,8 @@ class Call:
             self._to_twilio.unpark_all()
         if self._to_model:
             self._to_model.unpark_all()
+        if bridge.next_deadline != self._armed:
+            self._timer.unpark_all()
 
     def _end(self, reason: EndReason, detail: str = "") -> None:
         self._bridge.end(reason, detail)
@@ -192,6 +200,7 @@ class Call:
                 pumps.start_soon(self._run_model)
                 pumps.start_soon(self._write_twilio)
                 pumps.start_soon(self._expect_start)
+                pumps.start_soon(self._run_timer)
                 task_status.started(self)
                 await self._ended.wait()
                 pumps.cancel_scope.cancel()
@@ -214,6 +223,17 @@ class Call:
             await self._started.wait()
             return
         self._end(EndReason.NO_START, f"no `start` within {self.limits.start_timeout} s")
+
+    async def _run_timer(self) -> None:
+        """Call the bridge's `tick` when its `next_deadline` comes (`_wake` re-arms)."""
+        bridge = self._bridge
+        while True:
+            self._armed = bridge.next_deadline
+            with trio.move_on_at(math.inf if self._armed is None else self._armed):
+                await self._timer.park()
+                continue
+            bridge.tick(trio.current_time())
+            self._wake()
 
     async def _close_twilio(self, code: int = 1000) -> None:
         with trio.CancelScope(shield=True, deadline=trio.current_time() + 2):

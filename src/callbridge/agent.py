@@ -82,6 +82,14 @@ class Agent:
     noise_reduction: str | None = "near_field"
     transcription: Mapping[str, Any] | None = None
     speed: float | None = None
+    #: keypresses reach the model as a user message ("The caller pressed 1 2 3 #.")
+    #: followed by a response, once the caller paused this many seconds or pressed
+    #: `dtmf_terminator`; None: they do not reach the model
+    dtmf_timeout: float | None = 2.0
+    dtmf_terminator: str | None = "#"
+    #: takes the collected digits instead of the model (e.g. a PIN the model must not
+    #: hear): called as `on_dtmf(digits, call)` with the live `Call`
+    on_dtmf: Callable[[str, Any], None] | None = None
 
     @property
     def needs_context(self) -> bool:
@@ -125,6 +133,13 @@ class Agent:
                 ),
             )
         )
+
+    def dtmf_message(self, digits: str) -> rt.ConversationItemCreate:
+        """The user message that tells the model which keys the caller pressed."""
+        text = f"The caller pressed {' '.join(digits)}."
+        return rt.ConversationItemCreate(item={
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": text}]})
 
     def first_response(self) -> rt.ResponseCreate | None:
         if self.greeting is None:
