@@ -607,3 +607,16 @@ def test_keypresses_can_be_kept_from_the_model() -> None:
     for digit in "1#":
         bridge.receive_twilio(dtmf(digit), 100.0)
     assert drain_model(bridge) == [] and bridge.next_deadline is None
+
+
+def test_on_raw_sees_every_message_as_it_came() -> None:
+    raws: list[ev.Raw] = []
+    bridge = Bridge(agent=Agent(), limits=CallLimits(), now=0.0, wall=0.0, on_raw=raws.append)
+    frames = [start(), b"\x00binary", "not json", media(b64(CHUNK))]
+    for n, text in enumerate(frames):
+        bridge.receive_twilio(text, float(n))
+    unknown = rt.UnknownServerEvent(type="response.output_text.delta", raw={"delta": "hi"})
+    bridge.receive_model(unknown, 9.0)
+    assert raws == [ev.Raw(source="twilio", message=text, at=float(n))
+                    for n, text in enumerate(frames)] + [
+        ev.Raw(source="model", message=unknown, at=9.0)]

@@ -946,3 +946,25 @@ async def test_keypresses_reach_the_model_as_a_message_and_get_an_answer(
     assert len(run.session.responses) == 2
     for event in sent:
         validate_client_event(json.dumps(event))
+
+
+async def test_on_raw_sees_every_frame_and_event_without_changing_the_call(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    raws: list[events.Raw] = []
+    model = LocalRealtimeServer(default_reply_ms=500)
+    caller = TwilioCaller(utterances=[Utterance(at=0.5, duration=0.4)], hangup_at=3.0)
+    twilio_end, bridge_end = memory_socket_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(caller.run, twilio_end)
+        result = await run_call(bridge_end, agent=GREETER, backend=model, on_raw=raws.append)
+    assert result.reason == "caller_hangup"
+    twilio = [r.message for r in raws if r.source == "twilio"]
+    sent_by_caller = [json.loads(t)["event"] for t in twilio if isinstance(t, str)]
+    assert sent_by_caller.count("media") == result.stats.frames_in == 150
+    assert sent_by_caller[:2] == ["connected", "start"] and sent_by_caller[-1] == "stop"
+    model_events = [type(r.message) for r in raws if r.source == "model"]
+    assert model_events.count(rt.OutputAudioDelta) == sum(
+        len(a) for a in model.sessions[0].produced.values()) // 800  # 100 ms deltas
+    assert rt.SessionCreated in model_events and rt.ResponseDone in model_events
+    assert [r.at for r in raws] == sorted(r.at for r in raws)

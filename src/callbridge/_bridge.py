@@ -185,7 +185,8 @@ class Bridge:
     each `CallEvent`; without it no event object is made. `authorize` is called with
     Twilio's `start`; raising `CallRefused` ends the call as `refused`. `agent` may
     be None when it is chosen per call, after `start` (`use_agent`). `handle` is
-    what `Agent.on_dtmf` gets as the call (the trio layer's live `Call`).
+    what `Agent.on_dtmf` gets as the call (the trio layer's live `Call`). `on_raw`,
+    when given, sees every message as it arrived (`events.Raw`).
     """
 
     def __init__(
@@ -199,6 +200,7 @@ class Bridge:
         authorize: Callable[[tw.Start], None] | None = None,
         bytes_per_ms: int = tw.BYTES_PER_MS,
         handle: object = None,
+        on_raw: Callable[[ev.Raw], None] | None = None,
     ) -> None:
         self.agent = agent
         self.limits = limits
@@ -209,6 +211,7 @@ class Bridge:
         self._on_event = on_event
         self._authorize = authorize
         self._handle = handle
+        self._on_raw = on_raw
         self._clock_offset = wall - now
         #: Twilio's `start`, once it arrived and was authorized, and what it says
         self.start: tw.Start | None = None
@@ -303,6 +306,8 @@ class Bridge:
 
     def receive_twilio(self, text: str | bytes, now: float) -> None:
         """One frame from Twilio's socket."""
+        if self._on_raw is not None:
+            self._on_raw(ev.Raw(source="twilio", message=text, at=now))
         if isinstance(text, bytes):
             self.protocol_error("twilio", "binary frame from Twilio", now)
             return
@@ -514,6 +519,8 @@ class Bridge:
 
     def receive_model(self, event: rt.ServerEvent, now: float) -> None:
         """One event from the model."""
+        if self._on_raw is not None:
+            self._on_raw(ev.Raw(source="model", message=event, at=now))
         if type(event) is rt.OutputAudioDelta:  # the per-chunk path
             self._audio_delta(event, now)
         elif isinstance(event, rt.SpeechStarted):

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from . import events as ev
 from . import realtime as rt
 from . import twilio as tw
 from ._bridge import Bridge, CallLimits, CallRefused, CallResult, CallStats
@@ -90,6 +91,7 @@ class Call:
         limits: CallLimits,
         on_event: Callable[[CallEvent], None] | None,
         authorize: Callable[[tw.Start], None] | None,
+        on_raw: Callable[[ev.Raw], None] | None = None,
     ) -> None:
         self.limits = limits
         self._twilio = socket
@@ -97,7 +99,7 @@ class Call:
         self._choose_agent = None if isinstance(agent, Agent) else agent
         self._bridge = Bridge(agent=agent if isinstance(agent, Agent) else None, limits=limits,
                               now=trio.current_time(), wall=time.time(), on_event=on_event,
-                              authorize=authorize, handle=self)
+                              authorize=authorize, handle=self, on_raw=on_raw)
         self._started = trio.Event()
         self._ended = trio.Event()  # the bridge ended the call: tear it down
         self._done = trio.Event()  # torn down: `result` is set
@@ -391,6 +393,7 @@ async def run_call(
     limits: CallLimits | None = None,
     on_event: Callable[[CallEvent], None] | None = None,
     authorize: Callable[[tw.Start], None] | None = None,
+    on_raw: Callable[[ev.Raw], None] | None = None,
     task_status: trio.TaskStatus[Call] = trio.TASK_STATUS_IGNORED,
 ) -> CallResult:
     """Bridge one accepted Twilio Media Streams WebSocket to a realtime model.
@@ -400,7 +403,9 @@ async def run_call(
     `aclose()` (see `callbridge.MessageSocket`). `backend` defaults to OpenAI's
     Realtime API configured from the environment. Returns when the call is over,
     with nothing left running; `on_event` sees what happens as it happens (a
-    `callbridge.events.CallEvent` each).
+    `callbridge.events.CallEvent` each). `on_raw` sees every message as it arrived,
+    for what callbridge does not model (a `callbridge.events.Raw` each; nothing is
+    made for it when unset).
 
     `agent` is an `Agent`, or a function of the call's `CallContext` returning one
     (sync or async), called once Twilio's `start` arrived: one service, an agent per
@@ -422,5 +427,6 @@ async def run_call(
         limits=limits or CallLimits(),
         on_event=on_event,
         authorize=authorize,
+        on_raw=on_raw,
     )
     return await call._run(task_status)

@@ -20,6 +20,8 @@ from typing import ClassVar, Literal
 
 import attrs
 
+from . import realtime as rt
+
 __all__ = [
     "AgentTranscript",
     "CallEvent",
@@ -34,6 +36,7 @@ __all__ = [
     "ModelConnected",
     "ModelError",
     "ProtocolError",
+    "Raw",
     "ResponseCreated",
     "ResponseDone",
     "SpeechStarted",
@@ -227,3 +230,16 @@ class End(CallEvent):
     kind = EventKind.END
     reason: EndReason
     detail: str
+
+
+@attrs.frozen(kw_only=True)
+class Raw:
+    """A message as it arrived, before the bridge read it, for what callbridge does
+    not model (`run_call(on_raw=...)`): every frame from Twilio (text, or the bytes of
+    a binary frame) and every event from the model (`realtime.UnknownServerEvent` for
+    the types callbridge has no class for, with the whole JSON in `raw`)."""
+
+    source: Literal["twilio", "model"]
+    message: str | bytes | rt.ServerEvent
+    #: call clock
+    at: float
