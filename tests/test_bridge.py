@@ -620,3 +620,17 @@ def test_on_raw_sees_every_message_as_it_came() -> None:
     assert raws == [ev.Raw(source="twilio", message=text, at=float(n))
                     for n, text in enumerate(frames)] + [
         ev.Raw(source="model", message=unknown, at=9.0)]
+
+
+def test_an_on_dtmf_that_raises_is_logged_and_the_call_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def on_dtmf(digits: str, call: object) -> None:
+        raise RuntimeError("the PIN service is down")
+
+    bridge = make(agent=Agent(on_dtmf=on_dtmf))
+    bridge.receive_twilio(start(), 100.0)
+    for digit in "1#":
+        bridge.receive_twilio(dtmf(digit), 100.0)
+    assert not bridge.ended
+    assert "on_dtmf('1#') raised" in caplog.text and "the PIN service is down" in caplog.text

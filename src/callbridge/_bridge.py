@@ -410,7 +410,10 @@ class Bridge:
         agent = self.agent
         assert agent is not None
         if agent.on_dtmf is not None:
-            agent.on_dtmf(digits, self._handle)
+            try:
+                agent.on_dtmf(digits, self._handle)
+            except Exception:  # the application's bug: it must not end the call
+                log.exception("on_dtmf(%r) raised; the call goes on", digits)
         else:
             self._control.append(agent.dtmf_message(digits))
             self.request_response()
