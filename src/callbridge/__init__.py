@@ -13,8 +13,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._bridge import CallLimits, CallRefused, CallResult, CallStats
     from ._call import Call, LiveCalls, run_call
+    from ._calldata import CallLimits, CallRefused, CallResult, CallStats
     from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
     from ._sockets import MessageSocket, SocketClosed, memory_socket_pair
     from .agent import PHONE_TURN_DETECTION, Agent, AgentFactory, CallContext
@@ -22,10 +22,10 @@ if TYPE_CHECKING:
     from .events import CallEvent, EndReason
 
 _EXPORTS = {
-    "CallLimits": "_bridge",
-    "CallRefused": "_bridge",
-    "CallResult": "_bridge",
-    "CallStats": "_bridge",
+    "CallLimits": "_calldata",
+    "CallRefused": "_calldata",
+    "CallResult": "_calldata",
+    "CallStats": "_calldata",
     "Call": "_call",
     "LiveCalls": "_call",
     "run_call": "_call",

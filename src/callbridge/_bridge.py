@@ -46,15 +46,11 @@ while caller audio it had not finished sending goes to the new one, and playback
 starts a new generation as at a barge-in, with a `clear` if audio of the old
 connection may still be queued at Twilio.
 
-One response at a time: the API refuses a `response.create` while a response is
-active (`conversation_already_has_active_response`), so `request_response` sends one
-only when none is open and none is on its way, and otherwise once the open one is
-done; when the caller starts a new turn meanwhile, server VAD answers it and the
-waiting request is dropped (no double response).
-
-Keypresses (`dtmf`) are collected until the caller pauses `Agent.dtmf_timeout` or
-presses `Agent.dtmf_terminator`; then they reach the model as a user message and a
-response is requested, or go to `Agent.on_dtmf` instead.
+One response at a time, and the keypresses, are `Turns`' (`callbridge._turns`), the
+other sub-state: `request_response` sends a `response.create` only when the API will
+take it. Keypresses (`dtmf`) collected until the caller pauses `Agent.dtmf_timeout` or
+presses `Agent.dtmf_terminator` reach the model as a user message and a requested
+response, or go to `Agent.on_dtmf` instead.
 
 Bad input never ends a call. A frame that is not JSON, an unknown or malformed
 message, a frame for another stream, or a payload that is not valid base64 is a
@@ -69,86 +65,23 @@ import binascii
 import enum
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Literal, NamedTuple
-
-import attrs
 
 from . import codec
 from . import events as ev
 from . import realtime as rt
 from . import twilio as tw
+from ._calldata import CallLimits, CallRefused, CallResult, CallStats
 from ._errors import RemoteProtocolError
 from ._playback import Interruption, Playback
+from ._turns import Turns
 from .agent import Agent, CallContext
 from .events import EndReason, MarkOutcome
 
-__all__ = ["Bridge", "CallLimits", "CallRefused", "CallResult", "CallStats"]
+__all__ = ["Bridge"]
 
 log = logging.getLogger("callbridge.call")
-
-
-@attrs.frozen(kw_only=True)
-class CallLimits:
-    """Buffer sizes and timeouts of one call (the defaults suit phone calls)."""
-
-    #: caller audio frames kept while the model is connecting or stalled (20 ms each);
-    #: when full the oldest frame is dropped and counted
-    caller_buffer_frames: int = 500
-    #: model audio chunks waiting for the Twilio socket; when full the model reader waits
-    playout_buffer_chunks: int = 256
-    #: Twilio must send `start` within this many seconds of the socket opening
-    start_timeout: float = 15.0
-    #: a single send to Twilio taking longer than this means the socket is dead
-    send_timeout: float = 10.0
-    #: after `stop`, how long to wait for Twilio to close its socket before we do
-    close_wait: float = 5.0
-    #: audio that queued up behind a busy socket is sent as one message of about this
-    #: many ms at most, either way (fewer messages when behind; 0 turns it off)
-    coalesce_ms: int = 100
-    #: a Twilio `mark` follows the chunk that completes this many ms of audio since
-    #: the last one, and the end of each response. Echoed marks are how we know what
-    #: the caller heard: finer marks keep the barge-in truncation truer when Twilio's
-    #: playback lags behind what we sent; coarser ones save two messages per mark.
-    #: 0: after every chunk
-    mark_ms: int = 100
-
-
-class CallRefused(Exception):
-    """Raised by an `authorize` callback: this stream may not open a model session."""
-
-
-@attrs.define
-class CallStats:
-    """Per-call counters; the seam for metrics and call records."""
-
-    frames_in: int = 0
-    frames_to_model: int = 0
-    frames_dropped: int = 0
-    chunks_out: int = 0
-    bytes_out: int = 0
-    marks_played: int = 0
-    marks_discarded: int = 0
-    barge_ins: int = 0
-    truncations: int = 0
-    stale_deltas: int = 0
-    model_errors: int = 0
-    protocol_errors: int = 0
-    #: audio payloads that were not valid base64 (replaced by silence), either way
-    bad_audio: int = 0
-    model_connections: int = 0
-
-
-@attrs.frozen(kw_only=True)
-class CallResult:
-    """How a call ended (see `EndReason` for the reasons)."""
-
-    reason: EndReason
-    detail: str = ""
-    stream_sid: str | None = None
-    call_sid: str | None = None
-    custom_parameters: Mapping[str, str] = attrs.field(factory=dict)
-    stats: CallStats = attrs.field(factory=CallStats)
 
 
 class _Audio(NamedTuple):
@@ -228,14 +161,7 @@ class Bridge:
         self._playout: deque[_Audio | _Cue] = deque()
         self._playout_coalesce = limits.coalesce_ms * bytes_per_ms
         self._sending: _Sending | None = None
-        # responses: open ones (created, not done), ours on its way, one waiting
-        self._open_responses: set[str] = set()
-        self._response_requested = False
-        self._response_wanted = False
-        # keypresses collected, and when the caller's pause delivers them
-        self._digits = ""
-        #: when `tick` must be called next (None: no timer is running)
-        self.next_deadline: float | None = None
+        self.turns = Turns()
 
     # --- state -------------------------------------------------------------------------
 
@@ -264,6 +190,11 @@ class Bridge:
         assert self.stats.model_connections == 0, "the agent is chosen before the model"
         self.agent = agent
         self.playback.auto_cancel = agent.auto_cancel
+
+    @property
+    def next_deadline(self) -> float | None:
+        """When `tick` must be called next (None: no timer is running)."""
+        return self.turns.next_deadline
 
     @property
     def playout_full(self) -> bool:
@@ -394,19 +325,18 @@ class Bridge:
         agent = self.agent
         if agent is None or agent.dtmf_timeout is None:
             return
-        self._digits += digit
-        if digit == agent.dtmf_terminator:
-            self._deliver_digits()
-        else:
-            self.next_deadline = now + agent.dtmf_timeout
+        digits = self.turns.keypress(digit, now, timeout=agent.dtmf_timeout,
+                                     terminator=agent.dtmf_terminator)
+        if digits is not None:
+            self._deliver_digits(digits)
 
     def tick(self, now: float) -> None:
         """Time passed: do what was due by `now` (see `next_deadline`)."""
-        if self.next_deadline is not None and now >= self.next_deadline:
-            self._deliver_digits()
+        digits = self.turns.tick(now)
+        if digits is not None:
+            self._deliver_digits(digits)
 
-    def _deliver_digits(self) -> None:
-        digits, self._digits, self.next_deadline = self._digits, "", None
+    def _deliver_digits(self, digits: str) -> None:
         agent = self.agent
         assert agent is not None
         if agent.on_dtmf is not None:
@@ -504,20 +434,16 @@ class Bridge:
         queued = list(self._control)  # what waited for the first connection (keypresses)
         self._control.clear()
         self._control.append(agent.session_update(self.context))
-        self._open_responses.clear()
-        self._response_requested = False
-        if self.stats.model_connections == 1:
-            first = agent.first_response()
-            if first is not None:
-                self._control.append(first)
-                self._response_requested = True
+        first = self.stats.model_connections == 1
+        greeting = agent.first_response() if first else None
+        if greeting is not None:
+            self._control.append(greeting)
+        if first:
             self._control.extend(queued)
-            if self._response_wanted:
-                self._response_wanted = False
-                self.request_response()
         else:  # anything unsent names the old connection's items; its audio is over:
-            self._response_wanted = False  # as at a barge-in, minus its events
-            self._interrupt(now)
+            self._interrupt(now)  # as at a barge-in, minus its events
+        if self.turns.connected(first=first, greeting=greeting is not None):
+            self._control.append(rt.ResponseCreate())
         self._emit(ev.ModelConnected, now, connection=self.stats.model_connections)
 
     def receive_model(self, event: rt.ServerEvent, now: float) -> None:
@@ -528,20 +454,17 @@ class Bridge:
             self._audio_delta(event, now)
         elif isinstance(event, rt.SpeechStarted):
             self._emit(ev.SpeechStarted, now, audio_start_ms=event.audio_start_ms)
-            self._response_wanted = False  # a new turn: server VAD will answer it
+            self.turns.caller_spoke()
             self._barge_in(now)
         elif isinstance(event, rt.ResponseCreated):
-            self._open_responses.add(event.response_id)
-            self._response_requested = False
+            self.turns.created(event.response_id)
             self.playback.response_created(event.response_id)
             self._emit(ev.ResponseCreated, now, response_id=event.response_id)
         elif isinstance(event, rt.OutputAudioDone):
             self._playout.append(_Cue.TAIL_MARK)
         elif isinstance(event, rt.ResponseDone):
-            self._open_responses.discard(event.response_id)
-            if self._response_wanted and not self._open_responses:
-                self._response_wanted = False
-                self.request_response()
+            if self.turns.done(event.response_id):
+                self._control.append(rt.ResponseCreate())
             self.playback.response_done(event.response_id)
             self._playout.append(_Cue.TAIL_MARK)
             self._emit(ev.ResponseDone, now, response_id=event.response_id, status=event.status)
@@ -597,13 +520,9 @@ class Bridge:
     # --- to the model ------------------------------------------------------------------
 
     def request_response(self) -> None:
-        """Have the model respond, as soon as no response is active (see the module
-        docstring): at once, or after the open one's `response.done`."""
-        if (self._open_responses or self._response_requested
-                or self.stats.model_connections == 0):
-            self._response_wanted = True
-        else:
-            self._response_requested = True
+        """Have the model respond as soon as the API takes it (`Turns`): at once, or
+        after the open response's `response.done`."""
+        if self.turns.request():
             self._control.append(rt.ResponseCreate())
 
     def send_to_model(self, event: rt.ClientEvent) -> None:

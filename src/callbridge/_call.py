@@ -54,7 +54,8 @@ import trio
 from . import events as ev
 from . import realtime as rt
 from . import twilio as tw
-from ._bridge import Bridge, CallLimits, CallRefused, CallResult, CallStats
+from ._bridge import Bridge
+from ._calldata import CallLimits, CallRefused, CallResult, CallStats
 from ._errors import RemoteProtocolError
 from ._sockets import MessageSocket, SocketClosed, as_message_socket
 from .agent import Agent, AgentFactory, CallContext

@@ -18,8 +18,8 @@ from typing import Any
 import attrs
 import trio
 
-from .._bridge import CallLimits, CallResult
 from .._call import run_call
+from .._calldata import CallLimits, CallResult
 from .._sockets import memory_socket_pair
 from ..agent import Agent
 from ..events import CallEvent

@@ -1,0 +1,79 @@
+"""A call's plain data: its limits, its counters, how it ended (no I/O).
+
+`CallLimits` goes into `run_call`, `CallStats` counts while the call runs (the live
+`Call.stats`), `CallResult` is what `run_call` returns; `CallRefused` is what an
+`authorize` callback raises. The `Bridge` (`callbridge._bridge`) fills them in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+
+from .events import EndReason
+
+__all__ = ["CallLimits", "CallRefused", "CallResult", "CallStats"]
+
+
+@attrs.frozen(kw_only=True)
+class CallLimits:
+    """Buffer sizes and timeouts of one call (the defaults suit phone calls)."""
+
+    #: caller audio frames kept while the model is connecting or stalled (20 ms each);
+    #: when full the oldest frame is dropped and counted
+    caller_buffer_frames: int = 500
+    #: model audio chunks waiting for the Twilio socket; when full the model reader waits
+    playout_buffer_chunks: int = 256
+    #: Twilio must send `start` within this many seconds of the socket opening
+    start_timeout: float = 15.0
+    #: a single send to Twilio taking longer than this means the socket is dead
+    send_timeout: float = 10.0
+    #: after `stop`, how long to wait for Twilio to close its socket before we do
+    close_wait: float = 5.0
+    #: audio that queued up behind a busy socket is sent as one message of about this
+    #: many ms at most, either way (fewer messages when behind; 0 turns it off)
+    coalesce_ms: int = 100
+    #: a Twilio `mark` follows the chunk that completes this many ms of audio since
+    #: the last one, and the end of each response. Echoed marks are how we know what
+    #: the caller heard: finer marks keep the barge-in truncation truer when Twilio's
+    #: playback lags behind what we sent; coarser ones save two messages per mark.
+    #: 0: after every chunk
+    mark_ms: int = 100
+
+
+class CallRefused(Exception):
+    """Raised by an `authorize` callback: this stream may not open a model session."""
+
+
+@attrs.define
+class CallStats:
+    """Per-call counters; the seam for metrics and call records."""
+
+    frames_in: int = 0
+    frames_to_model: int = 0
+    frames_dropped: int = 0
+    chunks_out: int = 0
+    bytes_out: int = 0
+    marks_played: int = 0
+    marks_discarded: int = 0
+    barge_ins: int = 0
+    truncations: int = 0
+    stale_deltas: int = 0
+    model_errors: int = 0
+    protocol_errors: int = 0
+    #: audio payloads that were not valid base64 (replaced by silence), either way
+    bad_audio: int = 0
+    model_connections: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class CallResult:
+    """How a call ended (see `EndReason` for the reasons)."""
+
+    reason: EndReason
+    detail: str = ""
+    stream_sid: str | None = None
+    call_sid: str | None = None
+    custom_parameters: Mapping[str, str] = attrs.field(factory=dict)
+    stats: CallStats = attrs.field(factory=CallStats)
