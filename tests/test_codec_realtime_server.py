@@ -33,9 +33,11 @@ from openai.types.realtime import (
     RealtimeSessionCreateRequest,
     ResponseAudioDeltaEvent,
     ResponseAudioDoneEvent,
+    ResponseAudioTranscriptDeltaEvent,
     ResponseAudioTranscriptDoneEvent,
     ResponseCreatedEvent,
     ResponseDoneEvent,
+    ResponseFunctionCallArgumentsDoneEvent,
     SessionCreatedEvent,
     SessionUpdatedEvent,
 )
@@ -286,6 +288,25 @@ SDK_SERVER_EVENTS = [
                                                transcript="Thanks for calling Acme.",
                                                event_id="event_7"),
         id="response.output_audio_transcript.done",
+    ),
+    pytest.param(
+        ResponseAudioTranscriptDeltaEvent(type="response.output_audio_transcript.delta",
+                                          event_id="event_7d", response_id="resp_1",
+                                          item_id="item_3", output_index=0, content_index=0,
+                                          delta="Thanks for"),
+        lambda d: rt.OutputAudioTranscriptDelta(response_id="resp_1", item_id="item_3",
+                                                delta="Thanks for", event_id="event_7d"),
+        id="response.output_audio_transcript.delta",
+    ),
+    pytest.param(
+        ResponseFunctionCallArgumentsDoneEvent(
+            type="response.function_call_arguments.done", event_id="event_8a",
+            response_id="resp_1", item_id="item_4", output_index=1, call_id="call_1",
+            name="lookup_order", arguments='{"order_id": "123456"}'),
+        lambda d: rt.FunctionCallArgumentsDone(
+            response_id="resp_1", item_id="item_4", output_index=1, call_id="call_1",
+            name="lookup_order", arguments='{"order_id": "123456"}', event_id="event_8a"),
+        id="response.function_call_arguments.done",
     ),
     pytest.param(
         SDK_RESPONSE_DONE,

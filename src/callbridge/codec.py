@@ -265,6 +265,8 @@ _SERVER_EVENTS: dict[str, type[Any]] = {
     "response.output_audio.delta": rt.OutputAudioDelta,
     "response.output_audio.done": rt.OutputAudioDone,
     "response.output_audio_transcript.done": rt.OutputAudioTranscriptDone,
+    "response.output_audio_transcript.delta": rt.OutputAudioTranscriptDelta,
+    "response.function_call_arguments.done": rt.FunctionCallArgumentsDone,
     "conversation.item.input_audio_transcription.completed": rt.InputTranscriptionCompleted,
     "response.done": rt.ResponseDone,
     "conversation.item.truncated": rt.ConversationItemTruncated,

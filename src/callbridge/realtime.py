@@ -29,6 +29,7 @@ __all__ = [
     "ConversationItemTruncated",
     "ErrorEvent",
     "ErrorInfo",
+    "FunctionCallArgumentsDone",
     "InputAudioBufferAppend",
     "InputAudioBufferClear",
     "InputAudioBufferCommit",
@@ -36,6 +37,7 @@ __all__ = [
     "InputTranscriptionCompleted",
     "OutputAudioDelta",
     "OutputAudioDone",
+    "OutputAudioTranscriptDelta",
     "OutputAudioTranscriptDone",
     "ResponseCancel",
     "ResponseCreate",
@@ -275,6 +277,32 @@ class OutputAudioTranscriptDone:
 
 
 @attrs.frozen(kw_only=True)
+class OutputAudioTranscriptDelta:
+    """A piece of the transcript of what the agent is saying, as it is generated."""
+
+    response_id: str
+    item_id: str
+    delta: str
+    output_index: int = 0
+    content_index: int = 0
+    event_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class FunctionCallArgumentsDone:
+    """A function call's arguments are complete (`arguments`: a JSON string). Also
+    sent when the response is interrupted or cancelled."""
+
+    response_id: str
+    item_id: str
+    call_id: str
+    name: str
+    arguments: str
+    output_index: int = 0
+    event_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
 class InputTranscriptionCompleted:
     item_id: str
     transcript: str
@@ -339,6 +367,8 @@ ServerEvent = (
     | OutputAudioDelta
     | OutputAudioDone
     | OutputAudioTranscriptDone
+    | OutputAudioTranscriptDelta
+    | FunctionCallArgumentsDone
     | InputTranscriptionCompleted
     | ResponseDone
     | ConversationItemTruncated
