@@ -45,13 +45,15 @@ async def call(
     agent: Agent | callbridge.AgentFactory | None = None,
     limits: CallLimits | None = None,
     wrap_socket: Callable[[Any], Any] = lambda s: s,
+    **more: Any,
 ) -> Run:
+    """One whole call; `more` goes to `run_call` (e.g. `on_raw`)."""
     events: list[CallEvent] = []
     twilio_end, bridge_end = memory_socket_pair()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(caller.run, twilio_end)
         result = await run_call(wrap_socket(bridge_end), agent=agent or Agent(), backend=model,
-                                limits=limits, on_event=events.append)
+                                limits=limits, on_event=events.append, **more)
     return Run(result=result, caller=caller, model=model, events=events)
 
 
@@ -954,10 +956,7 @@ async def test_on_raw_sees_every_frame_and_event_without_changing_the_call(
     raws: list[events.Raw] = []
     model = LocalRealtimeServer(default_reply_ms=500)
     caller = TwilioCaller(utterances=[Utterance(at=0.5, duration=0.4)], hangup_at=3.0)
-    twilio_end, bridge_end = memory_socket_pair()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(caller.run, twilio_end)
-        result = await run_call(bridge_end, agent=GREETER, backend=model, on_raw=raws.append)
+    result = (await call(caller, model, agent=GREETER, on_raw=raws.append)).result
     assert result.reason == "caller_hangup"
     twilio = [r.message for r in raws if r.source == "twilio"]
     sent_by_caller = [json.loads(t)["event"] for t in twilio if isinstance(t, str)]

@@ -261,8 +261,7 @@ class Bridge:
         return True
 
     def _caller_frame(self, stream_sid: str, payload: str, now: float) -> None:
-        if self.start is not None and stream_sid != self.start.stream_sid:
-            self._foreign(stream_sid, "media", now)
+        if self._foreign(stream_sid, "media", now):
             return
         self.stats.frames_in += 1
         if _base64_size(payload) is None:
