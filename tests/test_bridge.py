@@ -61,12 +61,16 @@ def done(response: str = "r1") -> rt.ResponseDone:
 
 
 SPEECH = rt.SpeechStarted(audio_start_ms=0, item_id="u1")
+#: the `response.create` the bridge sends for a reply (tagged: ours, and why)
+REPLY = rt.ResponseCreate(response={"metadata": {"callbridge": "reply"}})
 
 
 def make(*, agent: Agent | None = None, events: list[ev.CallEvent] | None = None,
          **limits: Any) -> Bridge:
-    return Bridge(agent=agent or Agent(), limits=CallLimits(**limits), now=100.0,
-                  wall=1_700_000_000.0, on_event=None if events is None else events.append)
+    # no idle prompts unless a test asks: they add a timer and responses
+    return Bridge(agent=agent or Agent(idle_timeout=None), limits=CallLimits(**limits),
+                  now=100.0, wall=1_700_000_000.0,
+                  on_event=None if events is None else events.append)
 
 
 def drain_model(bridge: Bridge) -> list[rt.ClientEvent]:
@@ -313,12 +317,12 @@ def test_playout_full_holds_the_model_reader() -> None:
     bridge = talking(playout_buffer_chunks=3, coalesce_ms=0)
     bridge.receive_model(created(), 100.0)
     for _ in range(3):
-        assert not bridge.playout_full
+        assert not bridge.playout.full
         bridge.receive_model(delta(CHUNK), 100.0)
-    assert bridge.playout_full
+    assert bridge.playout.full
     assert bridge.next_to_twilio() is not None
     bridge.sent_to_twilio(100.0)
-    assert not bridge.playout_full
+    assert not bridge.playout.full
 
 
 def test_mark_echoes_are_counted_by_outcome() -> None:
@@ -528,7 +532,7 @@ def test_keypresses_end_at_the_terminator_and_reach_the_model_with_a_response() 
     bridge = talking()
     for digit in "12#":
         bridge.receive_twilio(dtmf(digit), 100.0)
-    assert drain_model(bridge) == [pressed("The caller pressed 1 2 #."), rt.ResponseCreate()]
+    assert drain_model(bridge) == [pressed("The caller pressed 1 2 #."), REPLY]
     assert bridge.next_deadline is None
 
 
@@ -540,7 +544,7 @@ def test_keypresses_end_when_the_caller_pauses() -> None:
     bridge.tick(103.4)
     assert drain_model(bridge) == []
     bridge.tick(103.5)
-    assert drain_model(bridge) == [pressed("The caller pressed 4 2."), rt.ResponseCreate()]
+    assert drain_model(bridge) == [pressed("The caller pressed 4 2."), REPLY]
     assert bridge.next_deadline is None
 
 
@@ -551,13 +555,13 @@ def test_the_response_waits_for_the_active_one_to_finish() -> None:
         bridge.receive_twilio(dtmf(digit), 100.1)
     assert drain_model(bridge) == [pressed("The caller pressed 7 #.")]  # not while r1 speaks
     bridge.receive_model(done("r1"), 100.5)
-    assert drain_model(bridge) == [rt.ResponseCreate()]
+    assert drain_model(bridge) == [REPLY]
     for digit in "8#":  # ours is on its way (no response.created yet): wait for it too
         bridge.receive_twilio(dtmf(digit), 100.6)
     assert drain_model(bridge) == [pressed("The caller pressed 8 #.")]
     bridge.receive_model(created("r2"), 100.7)
     bridge.receive_model(done("r2"), 101.0)
-    assert drain_model(bridge) == [rt.ResponseCreate()]
+    assert drain_model(bridge) == [REPLY]
 
 
 def test_a_new_turn_of_the_caller_answers_instead() -> None:
@@ -581,7 +585,7 @@ def test_keypresses_before_the_model_connects_wait_for_it_and_the_greeting() -> 
                                       rt.ConversationItemCreate]  # one response: the greeting
     bridge.receive_model(created("g"), 100.3)
     bridge.receive_model(done("g"), 101.0)
-    assert drain_model(bridge) == [rt.ResponseCreate()]  # then the digits' answer
+    assert drain_model(bridge) == [REPLY]  # then the digits' answer
 
 
 def test_on_dtmf_takes_the_digits_instead_of_the_model() -> None:
@@ -600,7 +604,7 @@ def test_on_dtmf_takes_the_digits_instead_of_the_model() -> None:
 
 
 def test_keypresses_can_be_kept_from_the_model() -> None:
-    bridge = make(agent=Agent(dtmf_timeout=None))
+    bridge = make(agent=Agent(dtmf_timeout=None, idle_timeout=None))
     bridge.receive_twilio(start(), 100.0)
     bridge.model_connected(100.0)
     drain_model(bridge)

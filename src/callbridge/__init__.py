@@ -17,9 +17,10 @@ if TYPE_CHECKING:
     from ._calldata import CallLimits, CallRefused, CallResult, CallStats
     from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
     from ._sockets import MessageSocket, SocketClosed, memory_socket_pair
-    from .agent import PHONE_TURN_DETECTION, Agent, AgentFactory, CallContext
+    from .agent import PHONE_TURN_DETECTION, Agent, AgentFactory, CallContext, Guardrail
     from .backend import ModelConnectError, OpenAIRealtime, RealtimeBackend, RealtimeConnection
     from .events import CallEvent, EndReason
+    from .tools import Handoff, Tool, ToolResult, tool
 
 _EXPORTS = {
     "CallLimits": "_calldata",
@@ -39,12 +40,17 @@ _EXPORTS = {
     "Agent": "agent",
     "AgentFactory": "agent",
     "CallContext": "agent",
+    "Guardrail": "agent",
     "ModelConnectError": "backend",
     "OpenAIRealtime": "backend",
     "RealtimeBackend": "backend",
     "RealtimeConnection": "backend",
     "CallEvent": "events",
     "EndReason": "events",
+    "Handoff": "tools",
+    "Tool": "tools",
+    "ToolResult": "tools",
+    "tool": "tools",
 }
 
 __all__ = [
@@ -59,6 +65,8 @@ __all__ = [
     "CallResult",
     "CallStats",
     "EndReason",
+    "Guardrail",
+    "Handoff",
     "LiveCalls",
     "LocalProtocolError",
     "MessageSocket",
@@ -69,8 +77,11 @@ __all__ = [
     "RealtimeConnection",
     "RemoteProtocolError",
     "SocketClosed",
+    "Tool",
+    "ToolResult",
     "memory_socket_pair",
     "run_call",
+    "tool",
 ]
 __version__ = "0.1.0"
 

@@ -12,7 +12,8 @@ asks for, in the style of h11's `Connection`:
     receive_model(event, now)      ──▶    next_to_model()  -> the next client event
     sent_to_twilio(now)                   state, result: start, end and its reason
     model_connected(now), end(...), send_to_model(event), protocol_error(...)
-    tick(now), once next_deadline passed  (the only timer: DTMF's inter-digit pause)
+    tick(now), once next_deadline passed   next_tool_call() -> a function call to run
+    tool_result(call_id, result, now)
 
 Two queues hold what is on its way out, each with its policy when full:
 
@@ -21,93 +22,73 @@ Two queues hold what is on its way out, each with its policy when full:
   is a drop-oldest buffer of `caller_buffer_frames` frames, counted in
   `frames_dropped`, so reading Twilio never waits on the model; frames that queued
   up behind a busy model socket leave as one `append` of up to `coalesce_ms`.
-* **to Twilio** (playout): the model's audio chunks, in order, with a `mark` after
-  each `mark_ms` of audio and at the end of each response (the mark echoes are how
-  `Playback` knows what the caller heard). It holds `playout_buffer_chunks`; when
-  full, `playout_full` tells the model reader to wait: the model is read no faster
-  than Twilio takes audio. Chunks of one item that queued up leave as one `media`.
-
-Nothing goes to Twilio before its `start` (the stream SID is in every message); the
-trio layer's Twilio writer only starts pulling once `started` is true.
+* **to Twilio**: the `Playout` (`callbridge._playout`), the model's audio in order
+  with marks, `playout_buffer_chunks` long; when full, `playout.full` holds the model
+  reader. Nothing goes to Twilio before its `start` (the stream SID is in every
+  message); the trio layer's Twilio writer starts pulling once `started` is true.
 
 Barge-in (`input_audio_buffer.speech_started`) asks `Playback.interrupt` what to do
-and does it at once, as state: the queued audio is dropped (it is stale), a `clear`
-is queued ahead of everything, and the truncation and cancel go to the head of the
-model's queue. The generation moves on, so a chunk whose send was already under
-way when the caller spoke is recorded nowhere when `sent_to_twilio` reports it: its
-`clear` follows it on the socket. "A send in flight" and "a generation" are state
-here, not checks of cancel scopes and locks.
+and does it at once, as state: the queued audio is dropped, a `clear` is queued
+ahead of everything, and the truncation and cancel go to the head of the model's
+queue. No cancel scopes or locks are checked: see `callbridge._playout`.
 
 The model connection is replaceable: `model_connected` may be called again on the
-same call. The conversation's state is the call's (the greeting is asked for once,
-on the first connection); a new connection starts with the agent's `session.update`,
-the previous connection's unsent control events are dropped (they name its items)
-while caller audio it had not finished sending goes to the new one, and playback
-starts a new generation as at a barge-in, with a `clear` if audio of the old
-connection may still be queued at Twilio.
+same call. The conversation is the call's (the greeting is asked for once); a new
+connection starts with the agent's `session.update`, the old connection's unsent
+control events are dropped (they name its items) while caller audio it had not
+finished sending goes to the new one, and playback starts a new generation.
 
-One response at a time, and the keypresses, are `Turns`' (`callbridge._turns`), the
-other sub-state: `request_response` sends a `response.create` only when the API will
-take it. Keypresses (`dtmf`) collected until the caller pauses `Agent.dtmf_timeout` or
-presses `Agent.dtmf_terminator` reach the model as a user message and a requested
-response, or go to `Agent.on_dtmf` instead.
+Whose turn it is, and what the agent does between turns (one response at a time,
+tool calls and their outputs, filler lines, idle prompts, keypress entries), is the
+`Conversation`'s (`callbridge._conversation`), the other sub-state. The bridge wires
+the agent to it: function calls go out through `next_tool_call` to be run by the
+trio layer and come back through `tool_result` (a `Handoff` result updates the
+session with the other agent); keypresses reach the model as a user message, or
+`Agent.on_dtmf` instead; output guardrails read the agent's transcript as it streams
+and cut it off with the barge-in machinery (`clear`, truncate, `response.cancel`),
+then have it say their replacement line.
 
-Bad input never ends a call. A frame that is not JSON, an unknown or malformed
-message, a frame for another stream, or a payload that is not valid base64 is a
-protocol error: logged, counted and reported. Bad audio is replaced by silence of
-the same length, so the model's input clock and the item offsets of the agent's
-audio stay true.
+Bad input never ends a call: a frame that is not JSON, an unknown or malformed
+message, a frame for another stream, a payload that is not base64 is a protocol
+error, logged, counted and reported. Bad audio becomes silence of the same length,
+so the model's input clock and the agent's item offsets stay true.
 """
 
 from __future__ import annotations
 
-import binascii
-import enum
+import json
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from . import codec
 from . import events as ev
 from . import realtime as rt
 from . import twilio as tw
 from ._calldata import CallLimits, CallRefused, CallResult, CallStats
+from ._conversation import Conversation
 from ._errors import RemoteProtocolError
+from ._payload import base64_size, join_base64, silence, whole_ms
 from ._playback import Interruption, Playback
-from ._turns import Turns
+from ._playout import Playout, Sent
 from .agent import Agent, CallContext
 from .events import EndReason, MarkOutcome
+
+if TYPE_CHECKING:
+    from .tools import Tool, ToolResult
 
 __all__ = ["Bridge"]
 
 log = logging.getLogger("callbridge.call")
 
 
-class _Audio(NamedTuple):
-    """Bytes [start, end) of an agent item's audio, base64, on its way to Twilio."""
+class PendingTool(NamedTuple):
+    """A function call for the trio layer to run (`Bridge.next_tool_call`)."""
 
-    item_id: str
-    start: int
-    end: int
-    payload: str
-
-
-class _Cue(enum.Enum):
-    """Playout entries that are not audio."""
-
-    #: drop everything queued at Twilio (barge-in); goes ahead of all audio
-    CLEAR = "clear"
-    #: the model's audio paused: mark what went out without a mark
-    TAIL_MARK = "tail"
-
-
-class _Sending(NamedTuple):
-    """What the Twilio writer is sending now, and in which playback generation."""
-
-    generation: int
-    what: _Audio | _Cue
-    mark: str | None
+    call_id: str
+    tool: Tool
+    arguments: str
 
 
 class Bridge:
@@ -158,10 +139,14 @@ class Bridge:
         # the caller frames in the event the model writer is sending
         self._model_sending: tuple[str, ...] = ()
         # to Twilio: playout, and the one send the Twilio writer has under way
-        self._playout: deque[_Audio | _Cue] = deque()
-        self._playout_coalesce = limits.coalesce_ms * bytes_per_ms
-        self._sending: _Sending | None = None
-        self.turns = Turns()
+        self.playout = Playout(self.playback, limit=limits.playout_buffer_chunks,
+                               coalesce_bytes=limits.coalesce_ms * bytes_per_ms)
+        self.conversation = Conversation(agent)
+        self._tool_calls: deque[PendingTool] = deque()
+        self._tool_started: dict[str, tuple[str, float]] = {}  # call id -> name, when
+        self._said: dict[str, str] = {}  # the agent's words so far, by item (guardrails)
+        self._tripped: set[str] = set()  # responses a guardrail cut off
+        self._spoken = False  # the model produced audio (its voice is fixed now)
 
     # --- state -------------------------------------------------------------------------
 
@@ -188,18 +173,16 @@ class Bridge:
         """The agent for this call, chosen once its context was known; before the model
         connects."""
         assert self.stats.model_connections == 0, "the agent is chosen before the model"
-        self.agent = agent
+        self._set_agent(agent)
+
+    def _set_agent(self, agent: Agent) -> None:
+        self.agent = self.conversation.agent = agent
         self.playback.auto_cancel = agent.auto_cancel
 
     @property
     def next_deadline(self) -> float | None:
         """When `tick` must be called next (None: no timer is running)."""
-        return self.turns.next_deadline
-
-    @property
-    def playout_full(self) -> bool:
-        """The model reader should wait until Twilio has taken some audio."""
-        return len(self._playout) >= self.limits.playout_buffer_chunks
+        return self.conversation.next_deadline
 
     def end(self, reason: EndReason, detail: str = "") -> None:
         """End the call (the first reason given is the one that counts)."""
@@ -212,14 +195,10 @@ class Bridge:
         assert reason is not None, "result() before the call ended"
         self._emit(ev.End, now, reason=reason, detail=self.end_detail)
         start = self.start
-        return CallResult(
-            reason=reason,
-            detail=self.end_detail,
-            stream_sid=start.stream_sid if start else None,
-            call_sid=start.call_sid if start else None,
-            custom_parameters=dict(start.custom_parameters) if start else {},
-            stats=self.stats,
-        )
+        return CallResult(reason=reason, detail=self.end_detail, stats=self.stats,
+                          stream_sid=start.stream_sid if start else None,
+                          call_sid=start.call_sid if start else None,
+                          custom_parameters=dict(start.custom_parameters) if start else {})
 
     def _emit(self, cls: type[ev.CallEvent], now: float, **data: object) -> None:
         if self._on_event is not None:
@@ -264,8 +243,8 @@ class Bridge:
         if self._foreign(stream_sid, "media", now):
             return
         self.stats.frames_in += 1
-        if _base64_size(payload) is None:
-            payload = self._bad_audio("twilio", payload, _whole_ms(payload, tw.BYTES_PER_MS),
+        if base64_size(payload) is None:
+            payload = self._bad_audio("twilio", payload, whole_ms(payload, tw.BYTES_PER_MS),
                                       now)
         audio = self._caller_audio
         if len(audio) >= self.limits.caller_buffer_frames:
@@ -279,7 +258,7 @@ class Bridge:
         self.stats.bad_audio += 1
         self.protocol_error(source, f"audio payload is not valid base64 ({len(payload)} "
                             "characters): replaced by silence", now)
-        return _silence(nbytes)
+        return silence(nbytes)
 
     def _twilio_message(self, message: tw.TwilioMessage, now: float) -> None:
         if isinstance(message, tw.Media):
@@ -289,6 +268,7 @@ class Bridge:
                 echo = self.playback.mark_echoed(message.name, now)
                 if echo.outcome is MarkOutcome.PLAYED:
                     self.stats.marks_played += 1
+                    self._settle(now)
                 elif echo.outcome is MarkOutcome.DISCARDED:
                     self.stats.marks_discarded += 1
         elif isinstance(message, tw.Start):
@@ -299,7 +279,9 @@ class Bridge:
         elif isinstance(message, tw.Dtmf):
             if not self._foreign(message.stream_sid, "dtmf", now):
                 self._emit(ev.Dtmf, now, digit=message.digit)
-                self._keypress(message.digit, now)
+                digits = self.conversation.keypress(message.digit, now)
+                if digits is not None:
+                    self._deliver_digits(digits)
         elif isinstance(message, tw.UnknownTwilioMessage):
             log.info("ignoring unknown Twilio event %r", message.event)
         # `connected` carries nothing we need; `clear` only ever goes to Twilio
@@ -316,24 +298,23 @@ class Bridge:
                 self.end(EndReason.REFUSED, str(exc))
                 return
         self.start = start
-        self.context = CallContext.from_start(start, started_at=now + self._clock_offset)
+        self.context = CallContext.from_start(start, started_at=now + self._clock_offset,
+                                              live=self._handle)
         self._emit(ev.Start, now, stream_sid=start.stream_sid, call_sid=start.call_sid,
                    custom_parameters=dict(start.custom_parameters))
 
-    def _keypress(self, digit: str, now: float) -> None:
-        agent = self.agent
-        if agent is None or agent.dtmf_timeout is None:
-            return
-        digits = self.turns.keypress(digit, now, timeout=agent.dtmf_timeout,
-                                     terminator=agent.dtmf_terminator)
-        if digits is not None:
-            self._deliver_digits(digits)
-
     def tick(self, now: float) -> None:
         """Time passed: do what was due by `now` (see `next_deadline`)."""
-        digits = self.turns.tick(now)
+        conversation = self.conversation
+        digits = conversation.keypress_tick(now)
         if digits is not None:
             self._deliver_digits(digits)
+        self._control.extend(conversation.tick(now))
+        if conversation.prompts > self.stats.idle_prompts:
+            self.stats.idle_prompts = conversation.prompts
+            self._emit(ev.IdlePrompt, now, count=conversation.prompts,
+                       final=conversation.ending is not None)
+        self._settle(now)
 
     def _deliver_digits(self, digits: str) -> None:
         agent = self.agent
@@ -352,68 +333,16 @@ class Bridge:
     def next_to_twilio(self) -> list[str] | None:
         """The next message(s) to send Twilio, back to back, or None when there is
         nothing to send. Call `sent_to_twilio` once they are sent."""
-        assert self._sending is None, "one send to Twilio at a time"
-        playout = self._playout
-        while playout:
-            head = playout.popleft()
-            if head is _Cue.CLEAR:
-                return self._send(head, None, [tw.Clear(stream_sid=self._stream_sid)])
-            if head is _Cue.TAIL_MARK:
-                mark = self.playback.tail_mark()
-                if mark is not None:
-                    return self._send(head, mark, [tw.Mark(stream_sid=self._stream_sid,
-                                                           name=mark)])
-                continue
-            assert isinstance(head, _Audio)
-            return self._send_audio(head)
-        return None
-
-    def _send_audio(self, first: _Audio) -> list[str]:
-        # behind Twilio: merge this item's chunks that queued up meanwhile
-        item_id, start, end, payload = first
-        playout, limit = self._playout, self._playout_coalesce
-        payloads = None
-        while end - start < limit and playout:
-            chunk = playout[0]
-            if (type(chunk) is not _Audio or chunk.item_id != item_id or chunk.start != end
-                    or chunk.end - start > limit):
-                break
-            playout.popleft()
-            payloads = payloads or [payload]
-            payloads.append(chunk.payload)
-            end = chunk.end
-        if payloads is not None:
-            payload = _join_base64(payloads)
-        sid = self._stream_sid
-        mark = self.playback.mark_after(item_id, start, end)
-        media = tw.Media(stream_sid=sid, payload=payload)
-        messages: list[tw.Media | tw.Mark] = [media]
-        if mark is not None:
-            messages.append(tw.Mark(stream_sid=sid, name=mark))
-        return self._send(_Audio(item_id, start, end, payload), mark, messages)
-
-    def _send(self, what: _Audio | _Cue, mark: str | None,
-              messages: list[tw.Media | tw.Mark] | list[tw.Clear] | list[tw.Mark]) -> list[str]:
-        self._sending = _Sending(self.playback.generation, what, mark)
-        return [codec.encode(message) for message in messages]
+        return self.playout.next(self._stream_sid)
 
     def sent_to_twilio(self, now: float) -> None:
         """The messages from `next_to_twilio` are on their way."""
-        sending, self._sending = self._sending, None
-        assert sending is not None, "sent_to_twilio() without next_to_twilio()"
-        what = sending.what
-        if what is _Cue.CLEAR:
+        sent = self.playout.sent(now)
+        if sent is Sent.CLEAR:
             self._emit(ev.Clear, now)
-        elif sending.generation != self.playback.generation:
-            pass  # a barge-in came during the send: this audio is gone, its `clear` follows
-        elif what is _Cue.TAIL_MARK:
-            assert sending.mark is not None
-            self.playback.tail_marked(sending.mark)
-        else:
-            assert isinstance(what, _Audio)
-            self.playback.sent(what.item_id, what.start, what.end, sending.mark, now)
+        elif type(sent) is int:
             self.stats.chunks_out += 1
-            self.stats.bytes_out += what.end - what.start
+            self.stats.bytes_out += sent
 
     @property
     def _stream_sid(self) -> str:
@@ -430,20 +359,18 @@ class Bridge:
         # caller audio whose send the old connection did not finish goes to the new one
         self._caller_audio.extendleft(reversed(self._model_sending))
         self._model_sending = ()
-        queued = list(self._control)  # what waited for the first connection (keypresses)
-        self._control.clear()
+        queued, self._control = self._control, deque()  # what waited (e.g. keypresses)
         self._control.append(agent.session_update(self.context))
         first = self.stats.model_connections == 1
-        greeting = agent.first_response() if first else None
-        if greeting is not None:
-            self._control.append(greeting)
+        self._control.extend(self.conversation.connected(first=first))  # the greeting
         if first:
             self._control.extend(queued)
         else:  # anything unsent names the old connection's items; its audio is over:
-            self._interrupt(now)  # as at a barge-in, minus its events
-        if self.turns.connected(first=first, greeting=greeting is not None):
-            self._control.append(rt.ResponseCreate())
+            self.playout.interrupt(now)  # as at a barge-in, minus its events
+            self._tool_calls.clear()
+        self._control.extend(self.conversation.send_waiting())
         self._emit(ev.ModelConnected, now, connection=self.stats.model_connections)
+        self._settle(now)
 
     def receive_model(self, event: rt.ServerEvent, now: float) -> None:
         """One event from the model."""
@@ -451,49 +378,75 @@ class Bridge:
             self._on_raw(ev.Raw(source="model", message=event, at=now))
         if type(event) is rt.OutputAudioDelta:  # the per-chunk path
             self._audio_delta(event, now)
-        elif isinstance(event, rt.SpeechStarted):
+            return
+        conversation = self.conversation
+        if type(event) is rt.OutputAudioTranscriptDelta:
+            if self.agent is not None and self.agent.guardrails:
+                self._guard(event, now)
+            return
+        if isinstance(event, rt.SpeechStarted):
             self._emit(ev.SpeechStarted, now, audio_start_ms=event.audio_start_ms)
-            self.turns.caller_spoke()
+            conversation.caller_spoke()
             self._barge_in(now)
         elif isinstance(event, rt.ResponseCreated):
-            self.turns.created(event.response_id)
-            self.playback.response_created(event.response_id)
+            purpose = conversation.created(event.response)
+            # an out-of-band response's items are not in the conversation: never truncated
+            self.playback.response_created(event.response_id,
+                                           in_conversation=purpose != "filler")
             self._emit(ev.ResponseCreated, now, response_id=event.response_id)
         elif isinstance(event, rt.OutputAudioDone):
-            self._playout.append(_Cue.TAIL_MARK)
+            self.playout.pause()
         elif isinstance(event, rt.ResponseDone):
-            if self.turns.done(event.response_id):
-                self._control.append(rt.ResponseCreate())
+            self._control.extend(conversation.done(event.response_id))
             self.playback.response_done(event.response_id)
-            self._playout.append(_Cue.TAIL_MARK)
+            self._tripped.discard(event.response_id)
+            self.playout.pause()
             self._emit(ev.ResponseDone, now, response_id=event.response_id, status=event.status)
+        elif isinstance(event, rt.FunctionCallArgumentsDone):
+            self._function_call(event, now)
         elif isinstance(event, rt.SpeechStopped):
+            conversation.caller_stopped()
             self._emit(ev.SpeechStopped, now, audio_end_ms=event.audio_end_ms)
         elif isinstance(event, rt.ErrorEvent):
             self.stats.model_errors += 1
             log.warning("model error %s: %s", event.error.code, event.error.message)
+            if event.error.code == "conversation_already_has_active_response":
+                self._control.extend(conversation.rejected())
             self._emit(ev.ModelError, now, code=event.error.code, message=event.error.message)
         elif isinstance(event, rt.OutputAudioTranscriptDone):
+            self._said.pop(event.item_id, None)
             self._emit(ev.AgentTranscript, now, item_id=event.item_id, text=event.transcript)
         elif isinstance(event, rt.InputTranscriptionCompleted):
             self._emit(ev.CallerTranscript, now, item_id=event.item_id, text=event.transcript)
+        elif isinstance(event, rt.UnknownServerEvent):
+            item = event.raw.get("item")
+            if (event.type == "response.output_item.done" and isinstance(item, dict)
+                    and item.get("type") == "mcp_approval_request"):
+                self._mcp_approval(str(event.raw.get("response_id", "")), item, now)
+        self._settle(now)
 
     def _audio_delta(self, event: rt.OutputAudioDelta, now: float) -> None:
         payload = event.delta
-        size = _base64_size(payload)
+        size = base64_size(payload)
         if size is None:
-            size = _whole_ms(payload, self.playback.bytes_per_ms)
+            size = whole_ms(payload, self.playback.bytes_per_ms)
             payload = self._bad_audio("model", payload, size, now)
         end = self.playback.audio_delta(event.response_id, event.item_id, size)
         if end is None:
             self.stats.stale_deltas += 1
         else:
-            self._playout.append(_Audio(event.item_id, end - size, end, payload))
+            self._spoken = True
+            self.playout.audio(event.item_id, end - size, end, payload)
 
     def _barge_in(self, now: float) -> None:
-        decision = self._interrupt(now)
+        decision = self._cut_off(now)
         if decision.truncate is not None or decision.clear:
             self.stats.barge_ins += 1
+
+    def _cut_off(self, now: float, *, cancel: bool = False) -> Interruption:
+        """Stop the agent where the caller is: `clear`, truncate at what was heard, and
+        cancel the response if the session does not (or `cancel`)."""
+        decision = self.playout.interrupt(now, cancel=cancel)
         # both go ahead of the caller audio; truncate first: it names what was heard
         if decision.cancel is not None:
             self._control.appendleft(decision.cancel)
@@ -503,26 +456,111 @@ class Bridge:
             self.stats.truncations += 1
             self._emit(ev.Truncate, now, item_id=decision.truncate.item_id,
                        audio_end_ms=decision.truncate.audio_end_ms)
-
-    def _interrupt(self, now: float) -> Interruption:
-        """Start a new playback generation: drop the queued audio, and queue a `clear`
-        if anything may still be playing (or about to)."""
-        sending = self._sending
-        audio_in_flight = sending is not None and isinstance(sending.what, _Audio)
-        clear_queued = _Cue.CLEAR in self._playout
-        decision = self.playback.interrupt(now, sending=audio_in_flight)
-        self._playout.clear()
-        if decision.clear or clear_queued:
-            self._playout.append(_Cue.CLEAR)
         return decision
+
+    # --- the agent: tools, handoffs, guardrails, MCP approvals -------------------------
+
+    def _settle(self, now: float) -> None:
+        conversation = self.conversation
+        conversation.settle(now, playing=self.playout.playing)
+        if conversation.finished is not None:
+            self.end(conversation.finished)
+
+    def _function_call(self, event: rt.FunctionCallArgumentsDone, now: float) -> None:
+        agent = self.agent
+        assert agent is not None
+        tool = agent.find_tool(event.name)
+        filler = None
+        if tool is not None and tool.filler_after is not None:
+            filler = (tool.filler_after, tool.filler)
+        if not self.conversation.function_call(event.response_id, event.call_id, now, filler):
+            return  # already known
+        self._tool_started[event.call_id] = (event.name, now)
+        self._emit(ev.ToolCall, now, call_id=event.call_id, name=event.name,
+                   arguments=event.arguments)
+        if tool is None:
+            log.warning("the model called %r, which agent %r does not have", event.name,
+                        agent.name)
+            self._tool_output(event.call_id, _error(f"there is no tool named {event.name!r}"),
+                              "unknown_tool", now)
+        else:
+            self._tool_calls.append(PendingTool(event.call_id, tool, event.arguments))
+
+    def next_tool_call(self) -> PendingTool | None:
+        """The next function call to run (its arguments are as the model sent them);
+        report its result with `tool_result`."""
+        return self._tool_calls.popleft() if self._tool_calls else None
+
+    def tool_result(self, call_id: str, result: ToolResult, now: float) -> None:
+        """A function call from `next_tool_call` finished: its output goes to the model
+        (and, once its response is answered, a response follows)."""
+        output, outcome = result.output, result.outcome
+        if result.handoff is not None:
+            refused = self._hand_off(result.handoff, now)
+            if refused is not None:
+                output, outcome = _error(refused), "error"
+        self._tool_output(call_id, output, outcome, now)
+        self._settle(now)
+
+    def _tool_output(self, call_id: str, output: str, outcome: str, now: float) -> None:
+        self._control.extend(self.conversation.output(call_id, {
+            "type": "function_call_output", "call_id": call_id, "output": output}))
+        name, started = self._tool_started.pop(call_id, ("?", now))
+        self.stats.tool_calls += 1
+        if outcome != "ok":
+            self.stats.tool_failures += 1
+        self._emit(ev.ToolResult, now, call_id=call_id, name=name, outcome=outcome,
+                   output=output, duration=now - started)
+
+    def _hand_off(self, to: Agent, now: float) -> str | None:
+        """Continue the conversation as agent `to`; why not, if it cannot be."""
+        agent = self.agent
+        assert agent is not None
+        why = agent.handoff_refusal(to, spoken=self._spoken)
+        if why is not None:
+            log.error("handoff to agent %r refused: %s", to.name, why)
+            return f"handoff to {to.name} refused: {why}"
+        self._set_agent(to)
+        self._control.append(to.session_update(self.context))
+        self._emit(ev.Handoff, now, from_agent=agent.name, to_agent=to.name)
+        return None
+
+    def _guard(self, event: rt.OutputAudioTranscriptDelta, now: float) -> None:
+        """An output guardrail may cut the agent off, then have it say another line."""
+        agent, context = self.agent, self.context
+        assert agent is not None
+        if context is None or event.response_id in self._tripped:
+            return  # before `start` (only a greeting can be that early): the words keep
+        text = self._said[event.item_id] = self._said.get(event.item_id, "") + event.delta
+        verdict = agent.guard(text, context)
+        if not verdict:
+            return
+        line = verdict if isinstance(verdict, str) else None
+        self._tripped.add(event.response_id)
+        self.stats.guardrail_trips += 1
+        log.warning("a guardrail cut the agent off: %r", text)
+        self._cut_off(now, cancel=True)
+        self._emit(ev.GuardrailTripped, now, item_id=event.item_id, text=text, replacement=line)
+        if line is not None:
+            self._control.extend(self.conversation.request("line", {
+                "instructions": f"Say exactly this, and nothing else: {line}"}))
+
+    def _mcp_approval(self, response_id: str, item: dict[str, object], now: float) -> None:
+        """A hosted MCP server asks to run a tool: `Agent.mcp_approval` answers."""
+        agent, request_id = self.agent, str(item.get("id", ""))
+        assert agent is not None
+        if self.conversation.function_call(response_id, request_id, now):
+            approve = self.context is not None and agent.approves_mcp(item, self.context)
+            self._control.extend(self.conversation.output(request_id, {
+                "type": "mcp_approval_response", "id": f"mcpa_{request_id}"[:32],
+                "approval_request_id": request_id, "approve": approve}))
 
     # --- to the model ------------------------------------------------------------------
 
     def request_response(self) -> None:
-        """Have the model respond as soon as the API takes it (`Turns`): at once, or
-        after the open response's `response.done`."""
-        if self.turns.request():
-            self._control.append(rt.ResponseCreate())
+        """Have the model respond as soon as the API takes it (`Conversation`): at
+        once, or after the open response's `response.done`."""
+        self._control.extend(self.conversation.request())
 
     def send_to_model(self, event: rt.ClientEvent) -> None:
         """Queue a client event for the model, after the control events already
@@ -549,7 +587,7 @@ class Bridge:
             payloads.append(audio.popleft())
             size += tw.payload_size(payloads[-1])
         self._model_sending = tuple(payloads)
-        return rt.InputAudioBufferAppend(audio=_join_base64(payloads))
+        return rt.InputAudioBufferAppend(audio=join_base64(payloads))
 
     def sent_to_model(self) -> None:
         """The event from `next_to_model` is on its way."""
@@ -557,32 +595,6 @@ class Bridge:
         self._model_sending = ()
 
 
-def _base64_size(payload: str) -> int | None:
-    """The number of bytes `payload` decodes to; None if it is not valid base64."""
-    try:
-        return len(binascii.a2b_base64(payload, strict_mode=True))
-    except (binascii.Error, ValueError):  # ValueError: not ASCII
-        return None
-
-
-def _whole_ms(payload: str, bytes_per_ms: int) -> int:
-    """How much audio a payload that is not base64 stood for, as well as can be told:
-    what its length would decode to, in whole milliseconds (audio comes in whole ms,
-    and the padding of a garbled payload is unknown)."""
-    nbytes = len(payload) * 3 // 4
-    return nbytes - nbytes % bytes_per_ms
-
-
-#: μ-law silence (0xFF: the zero level), by length, for the few bad payloads
-_SILENCE = b"\xff"
-
-
-def _silence(nbytes: int) -> str:
-    return binascii.b2a_base64(_SILENCE * nbytes, newline=False).decode("ascii")
-
-
-def _join_base64(payloads: list[str]) -> str:
-    """One base64 string for the concatenated audio (base64 does not concatenate).
-    Every payload here was checked on its way in."""
-    return binascii.b2a_base64(b"".join(map(binascii.a2b_base64, payloads)),
-                               newline=False).decode("ascii")
+def _error(message: str) -> str:
+    """A function call's output saying it failed."""
+    return json.dumps({"error": message})

@@ -22,11 +22,18 @@ one writer per socket, and no other task touches a socket:
   model task loops, one connection at a time, while the call's state stays in the
   bridge (`_replace_model` is the seam reconnects and rotation build on).
 
-The bridge's one timer (`next_deadline`, e.g. the pause that ends a run of keypresses)
-is kept by a timer task that `_wake` re-arms when the deadline changes.
+The bridge's one timer (`next_deadline`: the pause that ends a run of keypresses, a
+filler line, the idle prompt) is kept by a timer task that `_wake` re-arms when the
+deadline changes.
+
+The agent's function calls run as tasks of their own, started by the model reader
+as the bridge hands them out (`next_tool_call`), so audio keeps flowing both ways
+while they run; each reports its result to the bridge (`callbridge._toolrun` turns
+exceptions, timeouts and bad arguments into error outputs).
 
 Nurseries, each with one job: the call's own holds the Twilio reader and, inside it,
-the pumps' nursery (the Twilio writer, the model task, the timer, the `start` timeout), so that
+the pumps' nursery (the Twilio writer, the model task, the timer, the `start` timeout,
+the tool calls), so that
 ending the call cancels the pumps while the reader stays to see Twilio's close; the
 model task opens one nursery per model connection (its reader and writer), which is
 what makes the connection replaceable. Nothing outlives `run_call`.
@@ -54,10 +61,11 @@ import trio
 from . import events as ev
 from . import realtime as rt
 from . import twilio as tw
-from ._bridge import Bridge
+from ._bridge import Bridge, PendingTool
 from ._calldata import CallLimits, CallRefused, CallResult, CallStats
 from ._errors import RemoteProtocolError
 from ._sockets import MessageSocket, SocketClosed, as_message_socket
+from ._toolrun import run_tool
 from .agent import Agent, AgentFactory, CallContext
 from .backend import ModelConnectError, OpenAIRealtime, RealtimeBackend, RealtimeConnection
 from .events import CallEvent, EndReason
@@ -111,6 +119,7 @@ class Call:
         self._timer = trio.lowlevel.ParkingLot()  # the timer waits here for a new deadline
         self._armed: float | None = None  # the deadline the timer waits for
         self._model_link: trio.CancelScope | None = None
+        self._pumps: trio.Nursery | None = None  # where tool calls run
         self._replacing = False
         self._result: CallResult | None = None
 
@@ -154,6 +163,12 @@ class Call:
         Twilio goes on with the TwiML after `<Connect>` (none: the call hangs up).
         Returns at once; `run_call` returns once the call is torn down. Idempotent."""
         self._bridge.end(EndReason.ENDED, detail)
+        self._wake()
+
+    def request_response(self) -> None:
+        """Have the agent respond, as soon as no other response is active (e.g. after
+        adding a message with `send_to_model`)."""
+        self._bridge.request_response()
         self._wake()
 
     def send_to_model(self, event: rt.ClientEvent) -> None:
@@ -200,6 +215,7 @@ class Call:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._read_twilio)
             async with trio.open_nursery() as pumps:
+                self._pumps = pumps
                 pumps.start_soon(self._run_model)
                 pumps.start_soon(self._write_twilio)
                 pumps.start_soon(self._expect_start)
@@ -340,8 +356,20 @@ class Call:
                 return
             bridge.receive_model(event, trio.current_time())
             self._wake()
-            while bridge.playout_full:
+            if type(event) is not rt.OutputAudioDelta:
+                while (pending := bridge.next_tool_call()) is not None:
+                    assert self._pumps is not None
+                    self._pumps.start_soon(self._run_tool, pending)
+            while bridge.playout.full:
                 await self._playout_room.park()
+
+    async def _run_tool(self, pending: PendingTool) -> None:
+        await self._started.wait()  # the tool gets the call's context
+        context = self._bridge.context
+        assert context is not None
+        result = await run_tool(pending.tool, pending.arguments, context)
+        self._bridge.tool_result(pending.call_id, result, trio.current_time())
+        self._wake()
 
     async def _write_model(self, model: RealtimeConnection) -> None:
         bridge, send = self._bridge, model.send

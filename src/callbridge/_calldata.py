@@ -65,6 +65,12 @@ class CallStats:
     #: audio payloads that were not valid base64 (replaced by silence), either way
     bad_audio: int = 0
     model_connections: int = 0
+    #: function calls answered, and those whose output was an error (raised, timed
+    #: out, bad arguments, no such tool)
+    tool_calls: int = 0
+    tool_failures: int = 0
+    guardrail_trips: int = 0
+    idle_prompts: int = 0
 
 
 @attrs.frozen(kw_only=True)

@@ -110,11 +110,16 @@ class Playback:
         self._head_start: float | None = None
         self._active: set[str] = set()
         self._dropping: set[str] = set()
+        self._out_of_band: set[str] = set()  # responses whose items are not truncatable
 
     # --- model side ------------------------------------------------------------------
 
-    def response_created(self, response_id: str) -> None:
+    def response_created(self, response_id: str, *, in_conversation: bool = True) -> None:
+        """A response started; an out-of-band one (`in_conversation` False) writes
+        nothing to the conversation, so its items are never truncated."""
         self._active.add(response_id)
+        if not in_conversation:
+            self._out_of_band.add(response_id)
 
     def audio_delta(self, response_id: str, item_id: str, nbytes: int) -> int | None:
         """Account for a delta. Returns the item's byte offset after it, or None when
@@ -132,6 +137,7 @@ class Playback:
     def response_done(self, response_id: str) -> None:
         self._active.discard(response_id)
         self._dropping.discard(response_id)
+        self._out_of_band.discard(response_id)
 
     # --- Twilio side -----------------------------------------------------------------
 
@@ -216,10 +222,12 @@ class Playback:
 
     # --- barge-in --------------------------------------------------------------------
 
-    def interrupt(self, now: float, *, sending: bool = False) -> Interruption:
+    def interrupt(self, now: float, *, sending: bool = False,
+                  cancel: bool = False) -> Interruption:
         """The caller started speaking: decide what to send, and forget what was queued.
         `sending`: audio is being handed to Twilio right now (not yet `sent`); it will
-        be queued there, so it needs a `clear` too."""
+        be queued there, so it needs a `clear` too. `cancel`: cancel the response even
+        if the session cancels on speech (the caller did not speak: a guardrail)."""
         truncate = None
         heard_ms = None
         position = self.heard(now)
@@ -229,17 +237,20 @@ class Playback:
             produced_ms = item.produced // self.bytes_per_ms
             heard_ms = min(heard // self.bytes_per_ms, produced_ms)
             still_generating = item.response_id in self._active
-            if heard_ms > 0 and (heard_ms < produced_ms or still_generating):
+            if item.response_id in self._out_of_band:
+                pass  # not in the conversation: nothing to cut
+            elif heard_ms > 0 and (heard_ms < produced_ms or still_generating):
                 truncate = rt.ConversationItemTruncate(item_id=item_id, audio_end_ms=heard_ms)
-        cancel = None
+        cancel_event = None
         # At most one response writes to the conversation at a time.
         for response_id in sorted(self._active):
-            if not self.auto_cancel:
-                cancel = rt.ResponseCancel(response_id=response_id)
+            if cancel or not self.auto_cancel:
+                cancel_event = rt.ResponseCancel(response_id=response_id)
         self._dropping |= self._active
         self._active.clear()
         result = Interruption(
-            clear=self.outstanding or sending, truncate=truncate, cancel=cancel, heard_ms=heard_ms
+            clear=self.outstanding or sending, truncate=truncate, cancel=cancel_event,
+            heard_ms=heard_ms
         )
         self.generation += 1
         self._queue.clear()

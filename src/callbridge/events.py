@@ -32,6 +32,9 @@ __all__ = [
     "End",
     "EndReason",
     "EventKind",
+    "GuardrailTripped",
+    "Handoff",
+    "IdlePrompt",
     "MarkOutcome",
     "ModelConnected",
     "ModelError",
@@ -42,6 +45,8 @@ __all__ = [
     "SpeechStarted",
     "SpeechStopped",
     "Start",
+    "ToolCall",
+    "ToolResult",
     "Truncate",
 ]
 
@@ -65,6 +70,8 @@ class EndReason(enum.StrEnum):
     REFUSED = "refused"
     #: the application ended the call (`Call.end()`)
     ENDED = "ended"
+    #: the caller stayed silent through the agent's idle prompts (`Agent.idle_timeout`)
+    IDLE = "idle"
 
 
 class MarkOutcome(enum.StrEnum):
@@ -93,6 +100,11 @@ class EventKind(enum.StrEnum):
     CLEAR = "clear"
     TRUNCATE = "truncate"
     CANCEL = "cancel"
+    TOOL_CALL = "tool_call"
+    TOOL_RESULT = "tool_result"
+    GUARDRAIL_TRIPPED = "guardrail_tripped"
+    IDLE_PROMPT = "idle_prompt"
+    HANDOFF = "handoff"
     MODEL_ERROR = "model_error"
     PROTOCOL_ERROR = "protocol_error"
     END = "end"
@@ -203,6 +215,62 @@ class Cancel(CallEvent):
 
     kind = EventKind.CANCEL
     response_id: str
+
+
+@attrs.frozen(kw_only=True)
+class ToolCall(CallEvent):
+    """The model called a function tool (its arguments complete); it runs now."""
+
+    kind = EventKind.TOOL_CALL
+    call_id: str
+    name: str
+    #: as the model sent them: a JSON string, not necessarily valid
+    arguments: str
+
+
+@attrs.frozen(kw_only=True)
+class ToolResult(CallEvent):
+    """A tool call's output went into the conversation."""
+
+    kind = EventKind.TOOL_RESULT
+    call_id: str
+    name: str
+    #: `ok`, `error` (it raised), `timeout`, `invalid_arguments`, `unknown_tool`
+    outcome: str
+    output: str
+    #: seconds from the call to its output (call clock)
+    duration: float
+
+
+@attrs.frozen(kw_only=True)
+class GuardrailTripped(CallEvent):
+    """An output guardrail cut the agent off (see `Agent.guardrails`)."""
+
+    kind = EventKind.GUARDRAIL_TRIPPED
+    item_id: str
+    #: the agent's words of the item so far, as the guardrail saw them
+    text: str
+    #: what the agent says instead, if anything
+    replacement: str | None
+
+
+@attrs.frozen(kw_only=True)
+class IdlePrompt(CallEvent):
+    """The caller stayed silent (`Agent.idle_timeout`): the agent was prompted to
+    check in (`final`: to say goodbye, and the call ends)."""
+
+    kind = EventKind.IDLE_PROMPT
+    count: int
+    final: bool
+
+
+@attrs.frozen(kw_only=True)
+class Handoff(CallEvent):
+    """A tool handed the conversation to another agent (`callbridge.Handoff`)."""
+
+    kind = EventKind.HANDOFF
+    from_agent: str
+    to_agent: str
 
 
 @attrs.frozen(kw_only=True)
