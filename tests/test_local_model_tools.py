@@ -54,6 +54,10 @@ _SPECIFIC: dict[str, type[pydantic.BaseModel]] = {
 }
 
 
+#: one streaming step of a spoken message: the transcript that covers its audio, the audio
+SPOKEN_STEP = ["response.output_audio_transcript.delta", "response.output_audio.delta"]
+
+
 def check_call_event(event: dict[str, Any]) -> None:
     """Function-call events, strictly against their own SDK class too."""
     model = _SPECIFIC[event["type"]].model_validate(event, strict=True)
@@ -189,7 +193,7 @@ async def test_tool_call_then_spoken_follow_up(autojump_clock: Any) -> None:
         assert out_added["item"]["type"] == "function_call_output"
         await client.send(rt.ResponseCreate())
         events = await client.recv_until("response.done")
-        assert types(events) == RESPONSE_HEAD + ["response.output_audio.delta"] * 3 + RESPONSE_TAIL
+        assert types(events) == RESPONSE_HEAD + SPOKEN_STEP * 3 + RESPONSE_TAIL
         assert audio_of(events) == tone(300)
         assert events[-1]["response"]["output"][0]["content"][0]["transcript"] == (
             "Your order ships today")
@@ -221,7 +225,7 @@ async def test_several_calls_after_speech_in_one_response(autojump_clock: Any) -
         await send_update(client, tools_update(LOOKUP, STOCK))
         await client.send(rt.ResponseCreate())
         events = await client.recv_until("response.done")
-        audio = RESPONSE_HEAD + ["response.output_audio.delta"] * 2 + RESPONSE_TAIL[:-1]
+        audio = RESPONSE_HEAD + SPOKEN_STEP * 2 + RESPONSE_TAIL[:-1]
         assert types(events) == audio + call_types(2) + call_types(2) + ["response.done"]
         for event in events:
             if event["type"] in _SPECIFIC:

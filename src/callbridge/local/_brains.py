@@ -2,9 +2,10 @@
 
 A brain maps the caller's committed turn to a `Reply` (audio, transcript, function
 calls) or None to stay silent. The server asks it once per response it would
-start, so a scripted brain is a list of replies in turn order. The turn carries the
-function outputs the client sent since the previous response, so a brain can answer
-from what its tools returned, as the real model does after `response.create`.
+start, so a scripted brain is a list of replies in turn order. The turn carries what
+the client sent since the previous response (function outputs, text messages) and
+the `response.create`'s instructions and metadata, so a brain can answer from what
+its tools returned or what the agent told it, as the real model does.
 """
 
 from __future__ import annotations
@@ -69,20 +70,40 @@ class Reply:
 
 
 class Turn(bytes):
-    """The caller's committed turn audio (μ-law), plus the tool outputs not yet answered.
+    """The caller's committed turn audio (μ-law), plus what the client asked for with it.
 
-    A `bytes` subclass so brains that only listen keep working unchanged.
-    `function_outputs` maps call_id -> output for each `function_call_output` item
-    the client created since the previous response started (empty otherwise); a
-    `response.create` without new caller audio gets `Turn(b"", outputs)`.
+    A `bytes` subclass so brains that only listen keep working unchanged. The rest
+    is what the real model would see of the request behind this response:
+
+    * `function_outputs` maps call_id -> output for each `function_call_output` item
+      the client created since the previous response started (empty otherwise); a
+      `response.create` without new caller audio gets `Turn(b"", outputs)`.
+    * `messages` is `(role, text)` for each `message` item with `input_text` content
+      the client created since then, in order (`("user", "The caller pressed 1 2 3.")`,
+      `("system", ...)`); the text is its `input_text` parts joined by newlines.
+    * `instructions` and `metadata` are the `response.create`'s `response.instructions`
+      and `response.metadata`: None for a VAD response, or when not given.
+    * `out_of_band` is true for `response.conversation == "none"`. Such a response
+      sees the caller audio, outputs and messages not yet answered, but does not
+      use them up: the next in-conversation response gets them again.
     """
 
     function_outputs: Mapping[str, str]
+    messages: tuple[tuple[str, str], ...]
+    instructions: str | None
+    metadata: Mapping[str, str] | None
+    out_of_band: bool
 
     def __new__(cls, audio: bytes = b"",
-                function_outputs: Mapping[str, str] | None = None) -> Self:
+                function_outputs: Mapping[str, str] | None = None, *,
+                messages: Iterable[tuple[str, str]] = (), instructions: str | None = None,
+                metadata: Mapping[str, str] | None = None, out_of_band: bool = False) -> Self:
         turn = super().__new__(cls, audio)
         turn.function_outputs = MappingProxyType(dict(function_outputs or {}))
+        turn.messages = tuple((str(role), str(text)) for role, text in messages)
+        turn.instructions = instructions
+        turn.metadata = None if metadata is None else MappingProxyType(dict(metadata))
+        turn.out_of_band = out_of_band
         return turn
 
 

@@ -18,13 +18,16 @@ Theory of operation (one `_Connection` per socket):
 * One response at a time; its output is the spoken message and/or function
   calls, built as events by `_responses`. Its head (`response.created` and the
   first item's opening events) is sent by the serve loop; a background task in
-  the connection's nursery streams each item's deltas (audio or arguments),
-  sleeping `chunk_ms / speedup` before each, closes it, opens the next, and ends
-  with `response.done`. Cancelling marks the response cancelled (synchronously),
-  cancels that task's scope and sends the cancelled tail: the open item's `.done`
-  events, as `incomplete`, then `response.done`. Every write happens under one
-  lock and is shielded, and the streaming task re-checks the status under the
-  lock, so nothing can follow `response.done`.
+  the connection's nursery streams each item's deltas (audio and its
+  transcript, or arguments), sleeping `chunk_ms / speedup` before each, closes
+  it, opens the next, and ends with `response.done`. Cancelling marks the
+  response cancelled (synchronously), cancels that task's scope and sends the
+  cancelled tail: the open item's `.done` events, as `incomplete`, then
+  `response.done`. Every write happens under one lock and is shielded, and the
+  streaming task re-checks the status under the lock, so nothing can follow
+  `response.done`.
+* The default conversation (`_conversation`) holds the items and what the client
+  added since the last response; the brain sees that in its `Turn`.
 * Client events are checked on the raw JSON, not through `codec`: its cattrs
   structuring coerces ("12" -> 12, "false" -> True) and drops unknown session
   fields, and a strict peer must see exactly what was sent.
@@ -52,11 +55,13 @@ from .._sockets import MessageSocket, SocketClosed, memory_socket_pair
 from ..backend import EventConnection, RealtimeConnection
 from ..twilio import BYTES_PER_MS
 from ._audio import SpeechDetector, pattern_audio
-from ._brains import Brain, Reply, Turn
+from ._brains import Brain, Reply
+from ._conversation import Conversation
 from ._records import Output, ResponseRecord, ServerSession
-from ._responses import ResponseEvents, pieces, tool_call_error
+from ._responses import Piece, ResponseEvents, pieces, tool_call_error
 from ._session import (
     _SERVER_VAD,
+    _check_metadata,
     _check_tool_choice,
     _check_tools,
     _default_session,
@@ -96,16 +101,9 @@ class _Connection:
         self._counters: dict[str, int] = {}
         self._lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
-        #: the conversation in order: item id -> role
-        self._items: dict[str, str] = {}
-        self._truncated_ms: dict[str, int] = {}
-        #: call_id -> its function_call item (outputs must name a call in the conversation)
-        self._calls: dict[str, str] = {}
+        self._conversation = Conversation(self.state)
         self._events = ResponseEvents(self._id, self.state)
         self._active: ResponseRecord | None = None
-        self._pending_turn: bytes | None = None
-        #: function outputs received since the last response started (for the brain)
-        self._pending_outputs: dict[str, str] = {}
         # VAD, where uncommitted input starts (bytes), and the turn being heard
         self._detector = SpeechDetector()
         self._buffer_start = 0
@@ -257,6 +255,9 @@ class _Connection:
             ("input_audio_buffer.speech_started", start_ms, self.state.input_ms))
         await self._send(rt.SpeechStarted(audio_start_ms=start_ms, item_id=self._turn_item,
                                           event_id=self._id("event")))
+        # the API interrupts only responses writing to the default conversation (SDK
+        # docstring); running one response at a time, this server cuts an out-of-band
+        # one too, so that the caller's turn still gets its answer
         if vad.get("interrupt_response", True) and self._active is not None:
             await self._cancel(self._active, "turn_detected")
 
@@ -271,8 +272,7 @@ class _Connection:
         await self._commit(self._turn_item, audio)
         # with interrupt_response off a response may still be running: then no new one
         if vad.get("create_response", True) and self._active is None:
-            self._pending_turn = None
-            reply = self._reply(audio, fallback=False)
+            reply = self._reply({}, vad=True)
             if reply is not None:
                 try:
                     await self._start_response(reply, {})
@@ -280,10 +280,7 @@ class _Connection:
                     await self._send(self._error(err, None))
 
     async def _commit(self, item_id: str, audio: bytes) -> None:
-        previous = next(reversed(self._items), None)
-        self._items[item_id] = "user"
-        self.state.turns.append(audio)
-        self._pending_turn = audio
+        previous = self._conversation.commit(item_id, audio)
         item = {"id": item_id, "type": "message", "object": "realtime.item", "status": "completed",
                 "role": "user", "content": [{"type": "input_audio", "transcript": None}]}
         await self._send(rt.InputAudioBufferCommitted(item_id=item_id, previous_item_id=previous,
@@ -310,70 +307,15 @@ class _Connection:
     # --- conversation items ----------------------------------------------------------
 
     async def _on_item_create(self, raw: dict[str, Any]) -> None:
-        item = dict(_field(raw, "item", dict))
-        kind = _field(item, "type", str, prefix="item.")
-        if kind not in ("message", "function_call", "function_call_output"):
-            raise _PeerError("invalid_value", f"Invalid value: '{kind}'. Supported values are: "
-                             "'message', 'function_call', and 'function_call_output'.",
-                             "item.type")
-        content = item.get("content")
-        if isinstance(content, list) and any(
-                isinstance(part, dict) and part.get("type") == "output_audio" for part in content):
-            raise _PeerError("invalid_value", "Assistant audio messages cannot be created.",
-                             "item.content")
-        call_id = _field(item, "call_id", str, required=kind == "function_call_output",
-                         prefix="item.")
-        if kind == "function_call":
-            _field(item, "name", str, prefix="item.")
-            _field(item, "arguments", str, prefix="item.")
-        elif kind == "function_call_output":
-            output = _field(item, "output", str, prefix="item.")
-            if self._calls.get(call_id) not in self._items:
-                raise _PeerError("invalid_tool_call_id",
-                                 f"Tool call ID '{call_id}' not found in conversation.")
-        previous = _field(raw, "previous_item_id", str, required=False)
-        if previous not in (None, "root") and previous not in self._items:
-            raise _PeerError("invalid_value", f"Previous item with id '{previous}' not found.",
-                             "previous_item_id")
-        item_id = _field(item, "id", str, required=False, prefix="item.") or self._id("item")
-        previous = None if previous == "root" else previous or next(reversed(self._items), None)
-        self._items[item_id] = str(item.get("role", kind))
-        if kind == "function_call" and call_id is not None:
-            self._calls[call_id] = item_id
-        elif kind == "function_call_output":
-            self.state.function_outputs[call_id] = self._pending_outputs[call_id] = output
-        item |= {"id": item_id, "object": "realtime.item", "status": "completed"}
+        item, previous = self._conversation.create(raw, self._id)
         await self._send(*self._item_events(item, previous))
 
     async def _on_item_delete(self, raw: dict[str, Any]) -> None:
-        item_id = _field(raw, "item_id", str)
-        if self._items.pop(item_id, None) is None:
-            raise _PeerError("item_delete_invalid_item_id",
-                             f"Item with item_id not found: {item_id}", "item_id")
+        item_id = self._conversation.delete(raw)
         await self._send(self._ev("conversation.item.deleted", item_id=item_id))
 
     async def _on_truncate(self, raw: dict[str, Any]) -> None:
-        item_id = _field(raw, "item_id", str)
-        audio_end_ms = _field(raw, "audio_end_ms", int)
-        content_index = _field(raw, "content_index", int)
-        if item_id not in self._items:
-            raise _PeerError("item_truncate_invalid_item_id",
-                             f"Item with item_id not found: {item_id}", "item_id")
-        produced = self.state.produced.get(item_id)
-        if self._items[item_id] != "assistant" or not produced:
-            raise _PeerError("unsupported_content_type",
-                             "Only model output audio messages can be truncated")
-        if content_index != 0 or audio_end_ms < 0:
-            name = "content_index" if content_index != 0 else "audio_end_ms"
-            raise _PeerError("invalid_value", f"Invalid value for '{name}': {raw[name]}.", name)
-        produced_ms = len(produced) // BYTES_PER_MS
-        # a truncated item's audio is as long as the cut
-        produced_ms = min(produced_ms, self._truncated_ms.get(item_id, produced_ms))
-        if audio_end_ms > produced_ms:
-            raise _PeerError("invalid_value", f"Audio content of {produced_ms}ms is already "
-                             f"shorter than {audio_end_ms}ms")
-        self._truncated_ms[item_id] = audio_end_ms
-        self.state.truncations.append((item_id, audio_end_ms))
+        item_id, audio_end_ms = self._conversation.truncate(raw)
         await self._send(rt.ConversationItemTruncated(
             item_id=item_id, content_index=0, audio_end_ms=audio_end_ms,
             event_id=self._id("event")))
@@ -383,17 +325,20 @@ class _Connection:
     async def _on_response_create(self, raw: dict[str, Any]) -> None:
         options = _field(raw, "response", dict, required=False) or {}
         _field(options, "instructions", str, required=False, prefix="response.")
+        _check_metadata(options.get("metadata"))
         if "tools" in options:
             _check_tools(options["tools"], "response.tools")
         if "tool_choice" in options:
             _check_tool_choice(options["tool_choice"], "response.tool_choice")
+        # UNCONFIRMED: any active response blocks, out-of-band or not. The SDK says only
+        # one response may write to the default conversation at a time "but otherwise
+        # multiple Responses can be created in parallel"; this server runs one at a time.
         if self._active is not None:
             raise _PeerError(
                 "conversation_already_has_active_response",
                 f"Conversation already has an active response in progress: {self._active.id}. "
                 "Wait until the response is finished before creating a new one.")
-        turn, self._pending_turn = self._pending_turn, None
-        reply = self._reply(turn or b"", fallback=True)
+        reply = self._reply(options, vad=False)
         assert reply is not None
         await self._start_response(reply, options)
 
@@ -405,14 +350,13 @@ class _Connection:
                              "Cancellation failed: no active response found")
         await self._cancel(active, "client_cancelled")
 
-    def _reply(self, audio: bytes, *, fallback: bool) -> Reply | None:
-        """The brain's reply to `audio` and the outputs not yet answered; `pattern_audio`
-        when there is no brain, or when it stays silent but the client asked for a
-        response (`fallback`)."""
+    def _reply(self, options: Mapping[str, Any], *, vad: bool) -> Reply | None:
+        """The brain's reply to the turn the conversation hands it; `pattern_audio` when
+        there is no brain, or when it stays silent on a `response.create`."""
         brain = self.server.brain
-        turn, self._pending_outputs = Turn(audio, self._pending_outputs), {}
+        turn = self._conversation.turn(vad=vad, options=options)
         reply = brain(turn) if brain is not None else None
-        if reply is None and (fallback or brain is None):
+        if reply is None and (not vad or brain is None):
             nbytes = self.server.default_reply_ms * BYTES_PER_MS
             reply = Reply(audio=pattern_audio(len(self.state.responses), nbytes))
         return reply
@@ -444,14 +388,14 @@ class _Connection:
 
     def _open(self, record: ResponseRecord, output: Output) -> list[rt.ServerEvent]:
         """`output`'s opening events; it joins the conversation unless out of band."""
-        previous = next(reversed(self._items), None)
+        previous = self._conversation.last
         if output.call is not None:
             assert output.call.call_id is not None
             self.state.tool_calls.append(output.call)
-            if not record.out_of_band:
-                self._calls[output.call.call_id] = output.item_id
         if not record.out_of_band:
-            self._items[output.item_id] = "assistant" if output.call is None else "function_call"
+            role = "assistant" if output.call is None else "function_call"
+            self._conversation.add(output.item_id, role,
+                                   call_id=None if output.call is None else output.call.call_id)
         return self._events.opening(record, output, previous)
 
     async def _stream(self, record: ResponseRecord) -> None:
@@ -489,10 +433,10 @@ class _Connection:
             return True
 
     def _delta(self, record: ResponseRecord, output: Output,
-               piece: bytes | str) -> list[rt.ServerEvent]:
-        if isinstance(piece, bytes):
-            self.state.produced[output.item_id] += piece
-        return [self._events.delta(record, output, piece)]
+               piece: Piece) -> list[rt.ServerEvent]:
+        if output.call is None:
+            self.state.produced[output.item_id] += piece[1]
+        return self._events.delta(record, output, piece)
 
     def _complete(self, record: ResponseRecord) -> list[rt.ServerEvent]:
         record.status, self._active = "completed", None
@@ -515,9 +459,12 @@ class LocalRealtimeServer:
     `turn_detection.threshold` t picks it as `-60 + 50 * t` dBFS (0.5 -> -35 dBFS,
     1.0 -> -10 dBFS). Speech must last `min_speech_ms` before `speech_started`.
     A VAD turn asks the brain for a reply (None: stay silent); `response.create`
-    asks it with the last committed turn not yet answered, or b"" (a greeting).
+    asks it with the last committed turn not yet answered, or b"" (a greeting),
+    and the request's instructions, metadata and the client's new text messages
+    and function outputs (`Turn`); an out-of-band response uses none of them up.
     Without a brain, or when it stays silent on `response.create`, the reply is
-    `default_reply_ms` of `pattern_audio(response_index, ...)`.
+    `default_reply_ms` of `pattern_audio(response_index, ...)`. The reply's
+    transcript streams in deltas just ahead of the audio it covers.
     A reply may call function tools (`Reply.tool_calls`): only those declared in
     `tools`, as `tool_choice` allows, or the server sends an `error`, starts no
     response and records a violation on the `ServerSession`.

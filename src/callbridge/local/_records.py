@@ -27,6 +27,8 @@ class Output:
     call: ToolCall | None = None
     #: audio bytes or argument characters sent in deltas so far
     sent: int = 0
+    #: transcript characters sent in deltas so far (the spoken message)
+    said: int = 0
     opened: bool = False
     #: the item's status: `completed` or `incomplete` (cut short) once closed
     status: str = "in_progress"

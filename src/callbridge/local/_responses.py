@@ -8,13 +8,17 @@ A response's output is a list of items: the spoken message first (when the reply
 speaks), then one `function_call` item per tool call. Each item opens
 (`response.output_item.added`, `conversation.item.added`, and for audio
 `response.content_part.added`), streams deltas, and closes with its `.done` events.
-Cancelling closes the item in progress as `incomplete` with the transcript or the
-arguments streamed so far, as the API does, and never opens the items after it.
+The spoken message streams its transcript ahead of its audio, as the API does:
+each audio delta is preceded by the transcript up to the same fraction of the
+whole (rounded up to the end of a word), so the words sent always cover the audio
+sent. Cancelling closes the item in progress as `incomplete` with exactly the
+transcript or arguments streamed so far, and never opens the items after it.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -23,18 +27,45 @@ from ._brains import ToolCall
 from ._records import Output, ResponseRecord, ServerSession
 from ._session import _PeerError
 
-__all__ = ["ARGUMENT_CHUNK", "ResponseEvents", "pieces", "tool_call_error"]
+__all__ = ["ARGUMENT_CHUNK", "Piece", "ResponseEvents", "pieces", "tool_call_error"]
 
 #: characters of function arguments per `response.function_call_arguments.delta`
 ARGUMENT_CHUNK = 8
 
+#: what one streaming step sends: (text, audio). The spoken message's transcript
+#: and audio deltas (either may be empty), or a function call's arguments.
+Piece = tuple[str, bytes]
 
-def pieces(record: ResponseRecord, output: Output, audio_chunk: int) -> Sequence[bytes | str]:
-    """What `output` streams, one delta each: audio in `audio_chunk` bytes, or its
-    arguments in `ARGUMENT_CHUNK` characters."""
-    data: bytes | str = record.audio if output.call is None else output.call.arguments
-    size = audio_chunk if output.call is None else ARGUMENT_CHUNK
-    return [data[start : start + size] for start in range(0, len(data), size)]
+#: a word with the whitespace before it; trailing whitespace joins the last word
+_WORD = re.compile(r"\s*\S+(?:\s+\Z)?|\s+\Z")
+
+
+def _word_end(text: str, at: int) -> int:
+    """`at`, or the end of the word it falls inside."""
+    while 0 < at < len(text) and not text[at].isspace():
+        at += 1
+    return at
+
+
+def pieces(record: ResponseRecord, output: Output, audio_chunk: int) -> Sequence[Piece]:
+    """What `output` streams, one step each: its arguments in `ARGUMENT_CHUNK`
+    characters, or its audio in `audio_chunk` bytes, each with the transcript that
+    covers it. A transcript without audio streams a word per step."""
+    if output.call is not None:
+        arguments = output.call.arguments
+        return [(arguments[start : start + ARGUMENT_CHUNK], b"")
+                for start in range(0, len(arguments), ARGUMENT_CHUNK)]
+    audio, text = record.audio, record.transcript
+    if not audio:
+        return [(word, b"") for word in _WORD.findall(text)]
+    steps: list[Piece] = []
+    said = 0
+    for start in range(0, len(audio), audio_chunk):
+        end = min(len(audio), start + audio_chunk)
+        cut = _word_end(text, -(-len(text) * end // len(audio)))  # the fraction, rounded up
+        steps.append((text[said:cut], audio[start:end]))
+        said = cut
+    return steps
 
 
 class ResponseEvents:
@@ -74,16 +105,27 @@ class ResponseEvents:
                 part={"type": "audio", "transcript": ""}))
         return events
 
-    def delta(self, record: ResponseRecord, output: Output, piece: bytes | str) -> rt.ServerEvent:
-        output.sent += len(piece)
-        if isinstance(piece, bytes):
-            return rt.OutputAudioDelta(
-                response_id=record.id, item_id=output.item_id, output_index=output.index,
-                delta=base64.b64encode(piece).decode("ascii"), event_id=self._new_id("event"))
-        assert output.call is not None
-        return self.ev("response.function_call_arguments.delta", response_id=record.id,
-                       item_id=output.item_id, output_index=output.index,
-                       call_id=output.call.call_id, delta=piece)
+    def delta(self, record: ResponseRecord, output: Output,
+              piece: Piece) -> list[rt.ServerEvent]:
+        text, audio = piece
+        rid, iid, index = record.id, output.item_id, output.index
+        if output.call is not None:
+            output.sent += len(text)
+            return [self.ev("response.function_call_arguments.delta", response_id=rid,
+                            item_id=iid, output_index=index, call_id=output.call.call_id,
+                            delta=text)]
+        events: list[rt.ServerEvent] = []
+        if text:
+            output.said += len(text)
+            events.append(rt.OutputAudioTranscriptDelta(
+                response_id=rid, item_id=iid, output_index=index, delta=text,
+                event_id=self._new_id("event")))
+        if audio:
+            output.sent += len(audio)
+            events.append(rt.OutputAudioDelta(
+                response_id=rid, item_id=iid, output_index=index,
+                delta=base64.b64encode(audio).decode("ascii"), event_id=self._new_id("event")))
+        return events
 
     def closing(self, record: ResponseRecord, output: Output) -> list[rt.ServerEvent]:
         output.status = "incomplete" if record.status == "cancelled" else "completed"
@@ -118,10 +160,9 @@ class ResponseEvents:
         item: dict[str, Any] = {"id": output.item_id, "object": "realtime.item"}
         if output.call is None:
             transcript: str | None = None
-            if output.closed:  # when cut short, the words spoken so far, roughly
+            if output.closed:  # when cut short, the transcript deltas sent
                 whole = record.transcript
-                transcript = whole if status == "completed" else (
-                    whole[: len(whole) * output.sent // max(1, len(record.audio))])
+                transcript = whole if status == "completed" else whole[: output.said]
             return item | {"type": "message", "status": status, "role": "assistant",
                            "content": [{"type": "output_audio", "transcript": transcript}]}
         arguments = output.call.arguments

@@ -145,3 +145,27 @@ def _check_tool_choice(value: Any, path: str) -> Any:
         raise _PeerError("invalid_value", f"Invalid value: {json.dumps(value)}. Supported values "
                          "are: 'none', 'auto', and 'required'.", path)
     return copy.deepcopy(value)
+
+
+def _check_metadata(value: Any, path: str = "response.metadata") -> None:
+    """`metadata`: at most 16 string values, keys up to 64 characters, values up to 512.
+
+    The limits are the SDK's; the codes and messages follow the API's usual wording
+    for them, UNCONFIRMED for the realtime endpoint.
+    """
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        raise _invalid_type(path, "an object", value)
+    if len(value) > 16:
+        raise _PeerError("object_above_max_properties", f"Invalid '{path}': too many "
+                         "properties. Expected an object with at most 16 properties, but got "
+                         f"an object with {len(value)} properties instead.", path)
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise _invalid_type(f"{path}.{key}", "a string", item)
+        for text, limit, where in ((key, 64, path), (item, 512, f"{path}.{key}")):
+            if len(text) > limit:
+                raise _PeerError("string_above_max_length", f"Invalid '{where}': string too "
+                                 f"long. Expected a string with maximum length {limit}, but "
+                                 f"got a string with length {len(text)} instead.", where)
