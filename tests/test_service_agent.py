@@ -13,21 +13,25 @@ while a response was active), audio both ways throughout.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from _schema import validate_client_event
 
-from callbridge.local import LocalRealtimeServer, Reply, ToolCall, Turn
+from callbridge.local import LocalRealtimeServer, Reply, ServerSession, ToolCall, Turn
 from callbridge.local._audio import tone
 from callbridge.testing import (
     TwilioCaller,
     dial_twilio_stream,
     hypercorn_process,
     serve_realtime_websocket,
+    simulate_call,
 )
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -37,6 +41,8 @@ LINE = "I can only help with Pizza Co. orders."
 def brain(turn: Turn) -> Reply:
     """A model that uses the pizza agent's tools, by what each response is for."""
     pressed = [text for role, text in turn.messages if "pressed" in text]
+    if any(role == "system" for role, _ in turn.messages):  # an idle prompt
+        return Reply(audio=tone(500), transcript="Are you still there?")
     if turn.out_of_band:  # the filler line
         return Reply(audio=tone(400), transcript=turn.instructions or "")
     if turn.instructions and LINE in turn.instructions:  # the guardrail's line
@@ -57,11 +63,38 @@ def brain(turn: Turn) -> Reply:
         ToolCall("pizza_price", {"pizza": "Margherita"})])
 
 
+def caller() -> TwilioCaller:
+    return TwilioCaller(hangup_at=60.0, dtmf=[(6.0 + i / 5, d) for i, d in enumerate("999999#")],
+                        custom_parameters={"from": "+15557770000", "to": "+15550001111"})
+
+
+def line_said(sessions: list[ServerSession]) -> bool:
+    return any(r.transcript == LINE and r.status == "completed"
+               for s in sessions for r in s.responses)
+
+
+def example_agent() -> Any:
+    spec = importlib.util.spec_from_file_location("pizza", EXAMPLES / "pizza.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.agent
+
+
+async def test_the_readme_agent_in_memory(autojump_clock: trio.testing.MockClock) -> None:
+    """The same call on virtual time: `run_call` with the agent as embedders pass it."""
+    model = LocalRealtimeServer(brain)
+    phone = caller()
+    phone.hangup_at = 16.0  # virtual time: everything is said by then
+    run = await simulate_call(phone, agent=example_agent(), model=model)
+    run.check_protocols()
+    check_session(run.session, phone)
+
+
 @pytest.mark.slow
 async def test_the_readme_agent_through_the_real_service() -> None:
     model = LocalRealtimeServer(brain)
-    caller = TwilioCaller(hangup_at=60.0, dtmf=[(6.0 + i / 5, d) for i, d in enumerate("999999#")],
-                          custom_parameters={"from": "+15557770000", "to": "+15550001111"})
+    phone = caller()
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
             port = await nursery.start(partial(serve_realtime_websocket, model))
@@ -70,17 +103,22 @@ async def test_the_readme_agent_through_the_real_service() -> None:
                    "CALLBRIDGE_AGENT": "pizza:agent"}
             async with hypercorn_process("callbridge.app:app", env, cwd=EXAMPLES) as server:
                 async with trio.open_nursery() as call:
-                    call.start_soon(dial_twilio_stream, caller,
+                    call.start_soon(dial_twilio_stream, phone,
                                     f"ws://{server.host}/media-stream")
-                    while not any(r.transcript == LINE and r.status == "completed"
-                                  for s in model.sessions for r in s.responses):
+                    # the local model has no event for a response's end: poll (bounded)
+                    while not line_said(model.sessions):  # noqa: ASYNC110
                         await trio.sleep(0.05)
                     await trio.sleep(1.0)  # let the line play, then hang up
-                    caller.hangup_at = 0.0
+                    phone.hangup_at = 0.0
                 await model.wait_for_sessions(lambda s: len(s) == 1 and s[0].closed)
             nursery.cancel_scope.cancel()
 
     [session] = model.sessions
+    check_session(session, phone)
+
+
+def check_session(session: ServerSession, phone: TwilioCaller) -> None:
+    assert line_said([session])
     errors = [e for e in map(json.loads, session.sent) if e["type"] == "error"]
     assert errors == []  # never a response.create while one was active, nothing invalid
     for text in session.received:
@@ -110,4 +148,4 @@ async def test_the_readme_agent_through_the_real_service() -> None:
     assert any(text.startswith("The caller pressed 9 9 9 9 9 9 #")
                for e in received if e["type"] == "conversation.item.create"
                for text in [e["item"].get("content", [{}])[0].get("text", "")])
-    assert caller.violations == [] and caller.heard_audio() and len(session.input_audio) > 0
+    assert phone.violations == [] and phone.heard_audio() and len(session.input_audio) > 0
