@@ -109,7 +109,10 @@ class Conversation:
     @property
     def next_deadline(self) -> float | None:
         """When `tick` must be called next (None: no timer is running)."""
-        times = [t for t in (self._dtmf_at, self._idle_at) if t is not None]
+        dtmf, idle = self._dtmf_at, self._idle_at
+        if not self._fillers and self._ending is None:  # the usual case: asked per frame
+            return idle if dtmf is None else dtmf if idle is None else min(dtmf, idle)
+        times = [t for t in (dtmf, idle) if t is not None]
         times += [when for when, _ in self._fillers.values()]
         if self._ending is not None:
             times.append(self._ending[1])
