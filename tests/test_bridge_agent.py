@@ -422,3 +422,32 @@ def test_an_approval_callback_answers_mcp_requests() -> None:
     (answer,) = sent(bridge)
     assert isinstance(answer, rt.ConversationItemCreate) and answer.item["approve"] is True
     assert seen == [("search", "CA1")]
+
+
+# --- several message items in one response -------------------------------------------
+
+
+def test_two_items_in_one_response_keep_marks_and_barge_in_right() -> None:
+    bridge = connected()
+    bridge.receive_model(created("r1"), 100.0)
+    bridge.receive_model(delta(b"\x01" * 800, item="i1"), 100.0)  # 100 ms
+    bridge.receive_model(rt.OutputAudioDone(response_id="r1", item_id="i1"), 100.0)
+    bridge.receive_model(delta(b"\x02" * 800, item="i2"), 100.0)  # 100 ms more
+    out = drain_twilio(bridge, 100.0)
+    assert kinds(out) == ["media", "mark", "media", "mark"]  # one media per item: not merged
+    assert [m["mark"]["name"] for m in out if m["event"] == "mark"] == ["0:800:i1", "0:800:i2"]
+    bridge.receive_twilio(mark("0:800:i1"), 100.1)  # i1 played
+    bridge.receive_model(SPEECH, 100.15)  # in the middle of i2
+    assert sent(bridge) == [rt.ConversationItemTruncate(item_id="i2", audio_end_ms=50)]
+
+
+def test_a_barge_in_during_the_first_item_deletes_the_unheard_second() -> None:
+    bridge = connected()
+    bridge.receive_model(created("r1"), 100.0)
+    bridge.receive_model(delta(b"\x01" * 800, item="i1"), 100.0)
+    bridge.receive_model(delta(b"\x02" * 800, item="i2"), 100.0)
+    drain_twilio(bridge, 100.0)
+    bridge.receive_model(SPEECH, 100.05)
+    assert sent(bridge) == [rt.ConversationItemTruncate(item_id="i1", audio_end_ms=50),
+                            rt.ConversationItemDelete(item_id="i2")]
+    assert kinds(drain_twilio(bridge, 100.05)) == ["clear"]

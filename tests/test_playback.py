@@ -136,8 +136,9 @@ CASES = [
         [("created", "r1"), ("delta", "r1", "A", 800), ("delta", "r1", "B", 800),
          ("send", "A", 0.0), ("send", "B", 0.0)],
         0.05,
-        Interruption(clear=True, truncate=truncate("A", 50), heard_ms=50),
-        id="across two items: still in the first",
+        Interruption(clear=True, truncate=truncate("A", 50),
+                     deletes=(rt.ConversationItemDelete(item_id="B"),), heard_ms=50),
+        id="across two items: still in the first (the unheard second is deleted)",
     ),
     pytest.param(
         [("created", "r1"), ("delta", "r1", "A", 800), ("send", "A", 0.0), ("echo", 0, 0.1),

@@ -447,12 +447,10 @@ class Bridge:
         """Stop the agent where the caller is: `clear`, truncate at what was heard, and
         cancel the response if the session does not (or `cancel`)."""
         decision = self.playout.interrupt(now, cancel=cancel)
-        # both go ahead of the caller audio; truncate first: it names what was heard
+        self._control.extendleft(reversed(decision.events))  # ahead of the caller audio
         if decision.cancel is not None:
-            self._control.appendleft(decision.cancel)
             self._emit(ev.Cancel, now, response_id=decision.cancel.response_id)
         if decision.truncate is not None:
-            self._control.appendleft(decision.truncate)
             self.stats.truncations += 1
             self._emit(ev.Truncate, now, item_id=decision.truncate.item_id,
                        audio_end_ms=decision.truncate.audio_end_ms)

@@ -31,6 +31,9 @@ On barge-in (`speech_started`) `interrupt()` decides, from that picture alone:
 * `conversation.item.truncate` for the item being played, at what was heard,
   clamped to what the model produced; skipped when nothing of it was heard or it
   was heard to the end;
+* `conversation.item.delete` for each item after it that the model had begun (a
+  response may speak several message items): the caller heard none of it, so the
+  model must not think it said it;
 * `response.cancel` only when a response is still generating and the session does
   not cancel on speech by itself (`interrupt_response`);
 * a generation bump: marks echoed after `clear` carry the old generation, so they
@@ -75,9 +78,16 @@ class Interruption:
 
     clear: bool = False
     truncate: rt.ConversationItemTruncate | None = None
+    deletes: tuple[rt.ConversationItemDelete, ...] = ()
     cancel: rt.ResponseCancel | None = None
     #: what the caller heard of the item being played, in ms (for logs and stats)
     heard_ms: int | None = None
+
+    @property
+    def events(self) -> list[rt.ClientEvent]:
+        """The model's events, in order: the truncation names what was heard."""
+        first = [] if self.truncate is None else [self.truncate]
+        return [*first, *self.deletes, *([] if self.cancel is None else [self.cancel])]
 
 
 @attrs.frozen(kw_only=True)
@@ -230,9 +240,13 @@ class Playback:
         if the session cancels on speech (the caller did not speak: a guardrail)."""
         truncate = None
         heard_ms = None
+        deletes: list[rt.ConversationItemDelete] = []
         position = self.heard(now)
         if position is not None:
             item_id, heard = position
+            later = list(self._items)[list(self._items).index(item_id) + 1:]
+            deletes = [rt.ConversationItemDelete(item_id=i) for i in later
+                       if self._items[i].response_id not in self._out_of_band]
             item = self._items[item_id]
             produced_ms = item.produced // self.bytes_per_ms
             heard_ms = min(heard // self.bytes_per_ms, produced_ms)
@@ -249,8 +263,8 @@ class Playback:
         self._dropping |= self._active
         self._active.clear()
         result = Interruption(
-            clear=self.outstanding or sending, truncate=truncate, cancel=cancel_event,
-            heard_ms=heard_ms
+            clear=self.outstanding or sending, truncate=truncate, deletes=tuple(deletes),
+            cancel=cancel_event, heard_ms=heard_ms
         )
         self.generation += 1
         self._queue.clear()
