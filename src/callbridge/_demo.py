@@ -1,14 +1,26 @@
-"""`callbridge demo`: one simulated phone call with a barge-in, no keys, loopback only.
+"""`callbridge demo`: one simulated phone call, with a barge-in, a tool and keypresses; no keys.
 
 The call is real where it matters: callbridge runs as the service (under hypercorn's
 trio worker, in this process), the model is the local realtime server on a real
 WebSocket, and the caller is the synthetic Twilio that plays what it receives in
 real time and echoes marks the way Twilio does. The script: the agent greets, the
-caller cuts in, the agent answers, the caller orders, the agent confirms, the
-caller hangs up.
+caller cuts in, the agent answers, the caller orders; the model calls the tool
+`place_order`, which is slow (2.5 s), so the agent says a filler line while it runs,
+then reads the order number it returned back and asks the caller to press 1 then
+pound; the caller does (DTMF), the keys reach the model as a user message, the
+agent confirms, and the caller hangs up. The agent keeps the default
+`idle_timeout` (8 s): the caller is never silent that long after the agent's audio
+has played, so no idle prompt comes (the test holds that).
+
+The model's side is a script (`scripted_brain`), but it answers from what reaches
+it: the confirmation is made of the tool's output (`Turn.function_outputs`), the
+filler line is said only when the bridge asks for it out of band, and "Confirmed"
+only once the keypresses arrived (`Turn.messages`); otherwise the agent says an
+"(off script: ...)" line, which the timeline shows.
 
 The timeline is built afterwards from the two peers' records, which are the ground
-truth: when the caller spoke and what their phone played (and when `clear` cut
+truth: when the caller spoke, which keys they pressed (their schedule: each key goes
+with the next 20 ms media frame) and what their phone played (and when `clear` cut
 it), and what the model sent and received (`ServerSession.timeline`). The same
 scenario runs without sockets on trio's `MockClock` (`loopback=False`), which is how
 the test suite runs it.
@@ -27,34 +39,105 @@ import trio
 
 from . import twilio as tw
 from .agent import Agent
-from .local import LocalRealtimeServer, Reply, scripted_brain
-from .testing import TwilioCaller, Utterance, simulate_call
+from .local import Brain, LocalRealtimeServer, Reply, ToolCall, Turn, scripted_brain
+from .testing import Heard, TwilioCaller, Utterance, simulate_call
 from .testing._voice import babble
 from .testing._wav import write_wav
+from .tools import tool
 
 __all__ = ["DemoReport", "run_demo"]
 
 BYTES_PER_S = 1000 * tw.BYTES_PER_MS
 
+#: what the demo kitchen calls every order, and how long its order system takes
+ORDER_NUMBER = 4417
+TOOL_SECONDS = 2.5
+FILLER = "One moment while I put that in."
+
+
+@tool(filler_after=1.0, filler=FILLER)
+async def place_order(item: str, size: str) -> dict[str, object]:
+    """Send the caller's order to the kitchen; returns its number and when it is ready.
+
+    item: the pizza, as on the menu (e.g. "margherita")
+    size: small, medium or large
+    """
+    await trio.sleep(TOOL_SECONDS)  # slow enough that the bridge says the filler line
+    return {"order": ORDER_NUMBER, "item": f"{size} {item}", "ready_in": "twenty minutes"}
+
+
 AGENT = Agent(
-    instructions="You take orders for Callbridge Pizza. Be brief and friendly.",
+    instructions="You take orders for Callbridge Pizza with place_order. Be brief and friendly.",
     greeting="Greet the caller and mention today's offer.",
+    tools=[place_order],
 )
 
-#: (what the agent says, seconds): the local model's scripted replies, in turn order
-AGENT_LINES = [
-    ("Hello, and thanks for calling Callbridge Pizza! Today every large pizza comes "
-     "with a second one free, and our new garlic crust is back by popular demand, so",
-     5.0),
-    ("Of course, go ahead. What would you like?", 1.8),
-    ("One large margherita, ready in twenty minutes. Thanks for calling!", 2.6),
-]
 #: (when the caller starts, what they say, seconds), in call time
 CALLER_LINES = [
     (1.6, "Hi, sorry, can I just order?", 1.2),
     (5.6, "A large margherita, please.", 1.6),
 ]
-HANG_UP_AT = 11.0
+#: (when, key): the caller confirms once the agent has read the order back
+KEYPRESSES = [(16.4, "1"), (16.9, "#")]
+HANG_UP_AT = 20.0
+
+ORDER_CALL_ID = "call_demo_order"
+ORDER_CALL = ToolCall("place_order", {"item": "margherita", "size": "large"},
+                      call_id=ORDER_CALL_ID)
+CONFIRMATION = "Order {order}: one {item}, ready in {ready_in}. Press 1 then pound to confirm."
+
+
+def _says(text: str, seconds: float, seed: int) -> Reply:
+    return Reply(audio=babble(round(seconds * 1000), pitch_hz=210, seed=seed), transcript=text)
+
+
+def _off_script(why: str) -> Reply:
+    return _says(f"(off script: {why})", 1.0, seed=9)
+
+
+def _filler(turn: Turn) -> Reply:
+    if turn.out_of_band and FILLER in (turn.instructions or ""):
+        return _says(FILLER, 1.8, seed=2)
+    return _off_script("expected the bridge to ask for the filler line, out of band")
+
+
+def _confirm(turn: Turn) -> Reply:
+    output = turn.function_outputs.get(ORDER_CALL_ID)
+    try:
+        return _says(CONFIRMATION.format(**json.loads(output or "")), 5.0, seed=3)
+    except (ValueError, KeyError, TypeError):
+        return _off_script(f"place_order returned {output!r}")
+
+
+def _confirmed(turn: Turn) -> Reply:
+    keys = " ".join(key for _, key in KEYPRESSES)
+    if any(role == "user" and f"pressed {keys}." in text for role, text in turn.messages):
+        return _says("Confirmed. Thanks for calling!", 2.0, seed=4)
+    return _off_script(f"no keypresses in {list(turn.messages)}")
+
+
+def _script() -> list[Reply | Brain]:
+    """The model's side: one entry per response it is asked for, in turn order."""
+    return [
+        _says("Hello, and thanks for calling Callbridge Pizza! Today every large pizza comes "
+              "with a second one free, and our new garlic crust is back by popular demand, so",
+              5.0, seed=0),
+        _says("Of course, go ahead. What would you like?", 1.8, seed=1),
+        Reply(tool_calls=[ORDER_CALL]),
+        _filler,
+        _confirm,
+        _confirmed,
+    ]
+
+#: what the bridge's `response.create` asks for, by its `metadata.callbridge`
+PURPOSES = {
+    "greeting": "asks for the greeting",
+    "reply": "asks for the answer",
+    "filler": "asks for a filler line (out of band)",
+    "line": "asks for a guardrail's line",
+    "idle": "prompts the agent to check on a silent caller",
+    "goodbye": "asks for a goodbye",
+}
 
 
 @attrs.frozen
@@ -82,11 +165,31 @@ class Interruption:
 
 
 @attrs.frozen(kw_only=True)
+class ToolUse:
+    """One function call, as the model saw it: asked for, then answered."""
+
+    name: str
+    arguments: str
+    called_at: float
+    #: the `function_call_output` the bridge sent back (None: never answered)
+    output: str | None = None
+    #: from the call (`function_call_arguments.done`) to its output reaching the model
+    seconds: float | None = None
+    #: filler lines the bridge asked for while it ran
+    fillers: int = 0
+
+
+@attrs.frozen(kw_only=True)
 class DemoReport:
     entries: list[Entry]
     interruptions: list[Interruption]
-    #: per agent turn: seconds from its trigger (call start or caller silence) to audio
+    #: per agent turn heard: seconds from what made the agent speak (the call's start,
+    #: the caller's silence or keypress, a filler asked for, a tool's output) to its audio
     response_latencies: list[float]
+    tool_uses: list[ToolUse]
+    #: the keys the caller pressed, and the user messages the model got
+    keypresses: str
+    user_messages: list[str]
     caller_track: bytes = attrs.field(repr=False)
     agent_track: bytes = attrs.field(repr=False)
     files: list[Path]
@@ -100,14 +203,12 @@ class DemoReport:
 
 
 def _peers() -> tuple[TwilioCaller, LocalRealtimeServer]:
-    replies = [Reply(audio=babble(round(s * 1000), pitch_hz=210, seed=i), transcript=text)
-               for i, (text, s) in enumerate(AGENT_LINES)]
     # a realistic pace: deltas of 100 ms, five times faster than real time
-    model = LocalRealtimeServer(brain=scripted_brain(replies), chunk_ms=100, speedup=5)
+    model = LocalRealtimeServer(brain=scripted_brain(_script()), chunk_ms=100, speedup=5)
     utterances = [Utterance.recorded(babble(round(s * 1000), pitch_hz=120, seed=10 + i,
                                             level=0.35), at=at)
                   for i, (at, _, s) in enumerate(CALLER_LINES)]
-    caller = TwilioCaller(utterances=utterances, hangup_at=HANG_UP_AT,
+    caller = TwilioCaller(utterances=utterances, hangup_at=HANG_UP_AT, dtmf=KEYPRESSES,
                           custom_parameters={"from": "+15550100", "to": "+15550199"})
     return caller, model
 
@@ -181,9 +282,22 @@ def _save(report: DemoReport, out_dir: Path) -> None:
         report.files.append(out_dir / name)
 
 
+def _plural(n: int, what: str) -> str:
+    return f"{n} {what}{'s' * (n != 1)}"
+
+
 def _summary(report: DemoReport) -> str:
-    n = len(report.interruptions)
-    lines = [f"{len(report.response_latencies)} agent turns, {n} barge-in{'s' * (n != 1)}."]
+    counts = [_plural(len(report.response_latencies), "agent turn"),
+              _plural(len(report.interruptions), "barge-in")]
+    if report.tool_uses:
+        calls = ", ".join(u.name + ("" if u.seconds is None else f", {u.seconds:.1f} s")
+                          for u in report.tool_uses)
+        fillers = sum(u.fillers for u in report.tool_uses)
+        counts.append(f"{_plural(len(report.tool_uses), 'tool call')} ({calls})"
+                      + (f" with {_plural(fillers, 'filler line')}" if fillers else ""))
+    if report.keypresses:
+        counts.append(f"keypresses {' '.join(report.keypresses)}")
+    lines = [", ".join(counts) + "."]
     for i in report.interruptions:
         if i.clear_ms is not None:
             lines.append(f"Barge-in: playback cleared {i.clear_ms:.1f} ms after the model "
@@ -192,6 +306,14 @@ def _summary(report: DemoReport) -> str:
             lines.append(f"Truncation: the bridge told the model {i.claimed_ms} ms were heard; "
                          f"the caller's phone played {i.heard_ms:.0f} ms "
                          f"of the {i.produced_ms:.0f} ms produced.")
+    lines += [f"Tool: {u.name}({u.arguments}) " + (
+        "never answered: no output reached the model." if u.output is None
+        else f"ran {u.seconds:.1f} s; the model got back {u.output}") for u in report.tool_uses]
+    if report.keypresses:
+        got = ("the user message " + "; ".join(f'"{m}"' for m in report.user_messages)
+               if report.user_messages else "no user message")
+        lines.append(f"Keypresses: the caller pressed {' '.join(report.keypresses)}; "
+                     f"the model got {got}")
     return "\n".join(lines)
 
 
@@ -199,110 +321,185 @@ def _summary(report: DemoReport) -> str:
 
 
 def _report(caller: TwilioCaller, model: LocalRealtimeServer) -> DemoReport:
-    t0 = caller.t0
-    entries: list[Entry] = [Entry(0.0, "twilio", f"call starts: stream {caller.stream_sid}")]
-    # what the caller's phone played, per assistant item: (receive time, Heard)
-    media = [(t, m) for t, m in caller.received if isinstance(m, tw.Media)]
-    heard = list(zip([t for t, _ in media], caller.heard, strict=True))
-    first_delta: dict[str, float] = {}
-    item_of: dict[str, str] = {}
-    transcripts = {r.id: r.transcript for s in model.sessions for r in s.responses}
-    produced = {k: len(v) for s in model.sessions for k, v in s.produced.items()}
-    # what the model sent and received, when (one session: the demo's call)
-    log = [(at, direction, json.loads(text)) for s in model.sessions
-           for at, direction, text in s.timeline]
-    for at, direction, event in log:
-        if direction == "out" and event["type"] == "response.output_audio.delta":
-            first_delta.setdefault(event["item_id"], at)
-            item_of.setdefault(event["item_id"], event["response_id"])
-    starts = sorted((at, item) for item, at in first_delta.items())
+    return _Timeline(caller, model).report()
 
-    def item_at(t: float) -> str | None:
-        found = None
-        for at, item in starts:
-            if at <= t:
-                found = item
-        return found
 
-    played: dict[str, list[tuple[float, Any]]] = {}
-    for t, h in heard:
-        item = item_at(t)
-        if item is not None:
-            played.setdefault(item, []).append((t, h))
+class _Timeline:
+    """The peers' records read into timeline entries and the report's measures.
 
-    def heard_ms(item: str) -> float:
-        end = t0 + HANG_UP_AT
-        return sum(len(h.played(end)) for _, h in played.get(item, [])) / tw.BYTES_PER_MS
+    The model's log (`ServerSession.timeline`: every frame, in and out, in order) is
+    walked once; each event kind it tells of has its handler. The caller's records
+    say what was played when: a `media` chunk belongs to the assistant item whose
+    first delta the model sent last before the chunk reached the phone.
+    """
 
-    triggers: list[tuple[float, str]] = [(t0, "the call started")]
-    for (at, text, _), u in zip(CALLER_LINES, caller.utterances, strict=True):
-        entries.append(Entry(at, "caller", f'"{text}" ({u.duration:.1f} s)'))
-        triggers.append((t0 + at + u.duration, "the caller stopped"))
+    def __init__(self, caller: TwilioCaller, model: LocalRealtimeServer) -> None:
+        self.caller, self.model, self.t0 = caller, model, caller.t0
+        self.entries: list[Entry] = [Entry(0.0, "twilio",
+                                           f"call starts: stream {caller.stream_sid}")]
+        self.interruptions: list[Interruption] = []
+        self.latencies: list[float] = []
+        self.tools: dict[str, ToolUse] = {}  # call_id -> the call, in call order
+        self.user_messages: list[str] = []
+        # what the caller's phone played: (receive time, Heard)
+        media = [t for t, m in caller.received if isinstance(m, tw.Media)]
+        self.heard = list(zip(media, caller.heard, strict=True))
+        self.transcripts = {r.id: r.transcript for s in model.sessions for r in s.responses}
+        self.produced = {k: len(v) for s in model.sessions for k, v in s.produced.items()}
+        # what the model sent and received, when (one session: the demo's call)
+        self.log = [(at, direction, json.loads(text)) for s in model.sessions
+                    for at, direction, text in s.timeline]
+        self.first_delta: dict[str, float] = {}
+        self.response_of: dict[str, str] = {}
+        for at, direction, event in self.log:
+            if direction == "out" and event["type"] == "response.output_audio.delta":
+                self.first_delta.setdefault(event["item_id"], at)
+                self.response_of.setdefault(event["item_id"], event["response_id"])
+        starts = sorted((at, item) for item, at in self.first_delta.items())
+        self.played: dict[str, list[Heard]] = {}
+        for t, h in self.heard:
+            item = next((item for at, item in reversed(starts) if at <= t), None)
+            if item is not None:
+                self.played.setdefault(item, []).append(h)
+        # what may have made the agent speak: its latency runs from the latest one
+        self.triggers: list[tuple[float, str]] = [(self.t0, "the call started")]
+        self._handlers: dict[tuple[str, str], Callable[[float, dict[str, Any]], None]] = {
+            ("in", "session.update"): self._session_update,
+            ("in", "response.create"): self._response_create,
+            ("in", "conversation.item.create"): self._item_create,
+            ("in", "conversation.item.truncate"): self._truncate,
+            ("out", "input_audio_buffer.speech_started"): self._speech_started,
+            ("out", "input_audio_buffer.speech_stopped"): self._speech_stopped,
+            ("out", "response.function_call_arguments.done"): self._function_call,
+            ("out", "response.output_audio.delta"): self._audio_delta,
+            ("out", "response.done"): self._response_done,
+        }
 
-    interruptions: list[Interruption] = []
-    latencies: list[float] = []
-    for at, direction, event in log:
-        kind, rel = event["type"], at - t0
-        if direction == "in" and kind == "session.update":
-            entries.append(Entry(rel, "bridge", "session.update: audio/pcmu both ways, server VAD"))
-        elif direction == "in" and kind == "response.create":
-            entries.append(Entry(rel, "bridge", "asks for the greeting (response.create)"))
-        elif direction == "out" and kind == "input_audio_buffer.speech_started":
-            what = f"hears the caller: speech_started (input audio at {event['audio_start_ms']} ms)"
-            if not any(h.start <= at < h.end for _, h in heard):
-                entries.append(Entry(rel, "model", what))
-                continue
-            entries.append(Entry(rel, "model", f"{what}, while the agent is playing: BARGE-IN"))
-            clear = next((c for c in caller.clears if c >= at), None)
-            clear_ms = None if clear is None else (clear - at) * 1000
-            interruptions.append(Interruption(speech_started_at=rel, clear_ms=clear_ms))
-            if clear is not None:
-                entries.append(Entry(clear - t0, "twilio", f"clear: the phone stops playing "
-                                     f"{clear_ms:.1f} ms after speech_started"))
-        elif direction == "in" and kind == "conversation.item.truncate":
-            item, claimed = event["item_id"], event["audio_end_ms"]
-            done_ms = produced.get(item, 0) / tw.BYTES_PER_MS
-            entries.append(Entry(rel, "bridge", f"truncate {item} at {claimed} ms "
-                                 f"(the caller heard {heard_ms(item):.0f} ms of "
-                                 f"{done_ms:.0f} ms produced)"))
-            if interruptions:
-                interruptions[-1] = attrs.evolve(interruptions[-1], item_id=item,
-                                                 claimed_ms=claimed, heard_ms=heard_ms(item),
-                                                 produced_ms=done_ms)
-        elif direction == "out" and kind == "input_audio_buffer.speech_stopped":
-            entries.append(Entry(rel, "model", "caller finished (speech_stopped after the "
-                                 "VAD's silence): answering"))
-        elif direction == "out" and kind == "response.done":
-            response = event["response"]
-            items = [o["id"] for o in response["output"]]
-            made = sum(produced.get(i, 0) for i in items) / BYTES_PER_S
-            if response["status"] == "cancelled":
-                reason = (response.get("status_details") or {}).get("reason")
-                entries.append(Entry(rel, "model", f"response cancelled ({reason}) after "
-                                     f"{made:.1f} s of audio"))
-            elif items and items[0] in first_delta:
-                took = at - first_delta[items[0]]
-                entries.append(Entry(rel, "model", f"done generating: {made:.1f} s of audio "
-                                     f"in {took:.1f} s (the phone plays it in real time)"))
-        elif direction == "out" and kind == "response.output_audio.delta":
-            item = event["item_id"]
-            if first_delta.get(item) != at or item not in played:
-                continue
-            start = played[item][0][1].start
-            trigger_at, why = max((t, w) for t, w in triggers if t <= start)
-            latencies.append(start - trigger_at)
-            text = transcripts.get(item_of[item], "")
-            entries.append(Entry(start - t0, "agent", f'"{text}" '
-                                 f"(audio {(start - trigger_at) * 1000:.0f} ms after {why})"))
-    entries.append(Entry(HANG_UP_AT, "caller", "hangs up (stop)"))
-    entries.sort(key=lambda e: e.at)
+    def add(self, at: float, who: str, what: str) -> None:
+        """An entry at trio time `at`."""
+        self.entries.append(Entry(at - self.t0, who, what))
 
-    nbytes = len(caller.sent_audio)
-    agent = bytearray(b"\xff" * nbytes)
-    for _, h in heard:
-        audio = h.played(t0 + HANG_UP_AT)
-        pos = round((h.start - t0) * BYTES_PER_S)
-        agent[pos : pos + len(audio)] = audio[: max(0, nbytes - pos)]
-    return DemoReport(entries=entries, interruptions=interruptions, response_latencies=latencies,
-                      caller_track=bytes(caller.sent_audio), agent_track=bytes(agent[:nbytes]),
-                      files=[], caller=caller, model=model)
+    def heard_ms(self, item: str) -> float:
+        end = self.t0 + HANG_UP_AT
+        return sum(len(h.played(end)) for h in self.played.get(item, [])) / tw.BYTES_PER_MS
+
+    def report(self) -> DemoReport:
+        caller, t0 = self.caller, self.t0
+        for (at, text, _), u in zip(CALLER_LINES, caller.utterances, strict=True):
+            self.add(t0 + at, "caller", f'"{text}" ({u.duration:.1f} s)')
+            self.triggers.append((t0 + at + u.duration, "the caller stopped"))
+        for at, key in caller.dtmf:
+            self.add(t0 + at, "caller", f"presses {key} (dtmf)")
+            self.triggers.append((t0 + at, f"the caller pressed {key}"))
+        for at, direction, event in self.log:
+            handler = self._handlers.get((direction, event["type"]))
+            if handler is not None:
+                handler(at, event)
+        self.add(t0 + HANG_UP_AT, "caller", "hangs up (stop)")
+        self.entries.sort(key=lambda e: e.at)
+
+        nbytes = len(caller.sent_audio)
+        agent = bytearray(b"\xff" * nbytes)
+        for _, h in self.heard:
+            audio = h.played(t0 + HANG_UP_AT)
+            pos = round((h.start - t0) * BYTES_PER_S)
+            agent[pos : pos + len(audio)] = audio[: max(0, nbytes - pos)]
+        return DemoReport(
+            entries=self.entries, interruptions=self.interruptions,
+            response_latencies=self.latencies, tool_uses=list(self.tools.values()),
+            keypresses="".join(key for _, key in caller.dtmf), user_messages=self.user_messages,
+            caller_track=bytes(caller.sent_audio), agent_track=bytes(agent[:nbytes]),
+            files=[], caller=caller, model=self.model)
+
+    # --- what the bridge sent the model ----------------------------------------------
+
+    def _session_update(self, at: float, event: dict[str, Any]) -> None:
+        names = [t.get("name", t.get("type")) for t in event["session"].get("tools") or []]
+        tools = f"; tools: {', '.join(names)}" if names else ""
+        self.add(at, "bridge", f"session.update: audio/pcmu both ways, server VAD{tools}")
+
+    def _response_create(self, at: float, event: dict[str, Any]) -> None:
+        purpose = ((event.get("response") or {}).get("metadata") or {}).get("callbridge", "")
+        self.add(at, "bridge", f"{PURPOSES.get(purpose, 'asks for a response')}: "
+                 f"response.create, metadata {purpose or 'none'}")
+        if purpose == "filler":
+            self.triggers.append((at, "the bridge asked for it"))
+            running = [k for k, use in self.tools.items() if use.output is None]
+            if running:
+                use = self.tools[running[-1]]
+                self.tools[running[-1]] = attrs.evolve(use, fillers=use.fillers + 1)
+
+    def _item_create(self, at: float, event: dict[str, Any]) -> None:
+        item = event["item"]
+        if item["type"] == "function_call_output":
+            use = self.tools.get(item["call_id"])
+            if use is not None:
+                self.tools[item["call_id"]] = attrs.evolve(
+                    use, output=item["output"], seconds=at - self.t0 - use.called_at)
+            self.triggers.append((at, "the tool returned"))
+            name = "an unknown call" if use is None else use.name
+            self.add(at, "bridge", f"function_call_output of {name}: {item['output']}")
+        elif item["type"] == "message":
+            text = "\n".join(p.get("text", "") for p in item.get("content") or [])
+            if item.get("role") == "user":
+                self.user_messages.append(text)
+            self.add(at, "bridge", f'{item.get("role")} message: "{text}"')
+
+    def _truncate(self, at: float, event: dict[str, Any]) -> None:
+        item, claimed = event["item_id"], event["audio_end_ms"]
+        done_ms = self.produced.get(item, 0) / tw.BYTES_PER_MS
+        self.add(at, "bridge", f"truncate {item} at {claimed} ms (the caller heard "
+                 f"{self.heard_ms(item):.0f} ms of {done_ms:.0f} ms produced)")
+        if self.interruptions:
+            self.interruptions[-1] = attrs.evolve(
+                self.interruptions[-1], item_id=item, claimed_ms=claimed,
+                heard_ms=self.heard_ms(item), produced_ms=done_ms)
+
+    # --- what the model sent ---------------------------------------------------------
+
+    def _speech_started(self, at: float, event: dict[str, Any]) -> None:
+        what = f"hears the caller: speech_started (input audio at {event['audio_start_ms']} ms)"
+        if not any(h.start <= at < h.end for _, h in self.heard):
+            self.add(at, "model", what)
+            return
+        self.add(at, "model", f"{what}, while the agent is playing: BARGE-IN")
+        clear = next((c for c in self.caller.clears if c >= at), None)
+        clear_ms = None if clear is None else (clear - at) * 1000
+        self.interruptions.append(Interruption(speech_started_at=at - self.t0,
+                                               clear_ms=clear_ms))
+        if clear is not None:
+            self.add(clear, "twilio", f"clear: the phone stops playing {clear_ms:.1f} ms "
+                     "after speech_started")
+
+    def _speech_stopped(self, at: float, event: dict[str, Any]) -> None:
+        self.add(at, "model", "caller finished (speech_stopped after the VAD's silence): "
+                 "answering")
+
+    def _function_call(self, at: float, event: dict[str, Any]) -> None:
+        self.tools[event["call_id"]] = ToolUse(name=event["name"], arguments=event["arguments"],
+                                               called_at=at - self.t0)
+        self.add(at, "model", f"calls {event['name']}({event['arguments']}) "
+                 "(function_call_arguments.done)")
+
+    def _audio_delta(self, at: float, event: dict[str, Any]) -> None:
+        item = event["item_id"]
+        if self.first_delta.get(item) != at or item not in self.played:
+            return  # an item's first delta stands for it, once its audio was played
+        start = self.played[item][0].start
+        trigger_at, why = max((t, w) for t, w in self.triggers if t <= start)
+        self.latencies.append(start - trigger_at)
+        text = self.transcripts.get(self.response_of[item], "")
+        self.add(start, "agent", f'"{text}" (audio {(start - trigger_at) * 1000:.0f} ms '
+                 f"after {why})")
+
+    def _response_done(self, at: float, event: dict[str, Any]) -> None:
+        response = event["response"]
+        items = [o["id"] for o in response["output"]]
+        made = sum(self.produced.get(i, 0) for i in items) / BYTES_PER_S
+        if response["status"] == "cancelled":
+            reason = (response.get("status_details") or {}).get("reason")
+            self.add(at, "model", f"response cancelled ({reason}) after {made:.1f} s of audio")
+        elif items and items[0] in self.first_delta:
+            took = at - self.first_delta[items[0]]
+            self.add(at, "model", f"done generating: {made:.1f} s of audio in {took:.1f} s "
+                     "(the phone plays it in real time)")
