@@ -20,7 +20,7 @@ import json
 import math
 import random
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -36,7 +36,7 @@ from twilio.twiml.voice_response import Connect, VoiceResponse  # type: ignore[i
 
 from callbridge import twilio as tw
 from callbridge.app import create_app
-from callbridge.config import Settings
+from callbridge.config import ConfigError, Settings
 from callbridge.testing import (
     Brain,
     Handshake,
@@ -284,6 +284,29 @@ async def test_twiml_stream_url_from_public_url_or_trusted_proxy() -> None:
             body = await response.get_data(as_text=True)
         stream = ET.fromstring(body).find("./Connect/Stream")
         assert stream is not None and stream.get("url") == url, (settings, body)
+
+
+async def test_more_stream_parameters_from_configuration_and_a_hook() -> None:
+    async def hook(form: Mapping[str, str]) -> dict[str, str]:
+        return {"tier": "gold" if form.get("From") == "+14155550100" else "basic"}
+
+    settings = Settings(openai_api_key="sk-test", stream_parameters=("FromCity", "CallerName"))
+    app = create_app(settings, stream_parameters=hook)
+    async with app.test_app() as test_app:
+        response = await test_app.test_client().post("/incoming-call", form={
+            "CallSid": "CA1", "From": "+14155550100", "To": "+14155550199",
+            "FromCity": "OAKLAND", "CallerName": "", "Digits": "12"})
+        body = await response.get_data(as_text=True)
+    stream = ET.fromstring(body).find("./Connect/Stream")
+    assert stream is not None
+    parameters = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+    # empty fields are left out, and so are fields nobody asked for
+    assert parameters == {"from": "+14155550100", "to": "+14155550199", "call_sid": "CA1",
+                          "FromCity": "OAKLAND", "tier": "gold"}
+    assert Settings.from_env({"CALLBRIDGE_STREAM_PARAMETERS": " FromCity, CallerName ,"}
+                             ).stream_parameters == ("FromCity", "CallerName")
+    with pytest.raises(ConfigError, match="CALLBRIDGE_STREAM_PARAMETERS"):
+        Settings.from_env({"CALLBRIDGE_STREAM_PARAMETERS": "From City"})
 
 
 async def test_a_call_end_to_end_over_real_sockets() -> None:

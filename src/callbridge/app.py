@@ -19,6 +19,7 @@ so you can add routes to `app`.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
@@ -41,6 +42,9 @@ __all__ = ["CallbridgeApp", "app", "create_app"]
 log = logging.getLogger("callbridge.app")
 
 MEDIA_PATH = "/media-stream"
+
+#: the incoming-call webhook's fields -> more `<Parameter>`s for the stream (sync or async)
+ParameterHook = Callable[[Mapping[str, str]], Mapping[str, str] | Awaitable[Mapping[str, str]]]
 #: Twilio's frames are a few hundred bytes; `start` with many parameters a few KiB
 MAX_TWILIO_MESSAGE = 64 * 1024
 
@@ -76,6 +80,9 @@ class CallbridgeApp(QuartTrio):
     `settings` default to `Settings.from_env()`, read when the server starts (so a
     bad value fails startup with a clear message); `agent` and `backend` default to
     what the settings describe; `limits` (buffers, timeouts) to `CallLimits()`.
+    `stream_parameters`, when given, is called with the incoming-call webhook's
+    fields and returns more `<Parameter>`s for the stream (sync or async): they reach
+    the agent as `CallContext.parameters`.
     """
 
     def __init__(
@@ -85,8 +92,10 @@ class CallbridgeApp(QuartTrio):
         agent: Agent | AgentFactory | None = None,
         backend: RealtimeBackend | None = None,
         limits: CallLimits | None = None,
+        stream_parameters: ParameterHook | None = None,
     ) -> None:
         super().__init__("callbridge")
+        self.stream_parameters = stream_parameters
         self.settings = settings
         self.call_agent = agent
         self.call_backend = backend
@@ -216,7 +225,15 @@ class CallbridgeApp(QuartTrio):
                 return Response("invalid Twilio signature\n", 403, content_type="text/plain")
         parameters = {name: form[key] for key, name in
                       [("From", "from"), ("To", "to"), ("CallSid", "call_sid")] if form.get(key)}
-        if guard is not None:
+        assert self.settings is not None
+        parameters |= {key: form[key] for key in self.settings.stream_parameters
+                       if form.get(key)}
+        if self.stream_parameters is not None:
+            more = self.stream_parameters(form.to_dict())
+            if inspect.isawaitable(more):
+                more = await more
+            parameters |= {str(k): str(v) for k, v in more.items()}
+        if guard is not None:  # last: nothing may stand in for it
             parameters[streamtoken.PARAMETER] = guard.stream_token(form.get("CallSid", ""))
         body = twiml.connect_stream(self.stream_url(headers), parameters=parameters,
                                     name="callbridge")
@@ -234,8 +251,10 @@ def create_app(
     agent: Agent | AgentFactory | None = None,
     backend: RealtimeBackend | None = None,
     limits: CallLimits | None = None,
+    stream_parameters: ParameterHook | None = None,
 ) -> CallbridgeApp:
-    return CallbridgeApp(settings, agent=agent, backend=backend, limits=limits)
+    return CallbridgeApp(settings, agent=agent, backend=backend, limits=limits,
+                         stream_parameters=stream_parameters)
 
 
 #: `hypercorn --worker-class trio callbridge.app:app`

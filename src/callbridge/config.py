@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from collections.abc import Mapping
 from operator import attrgetter
@@ -45,6 +46,16 @@ def _url(env: Mapping[str, str], name: str, default: str | None, schemes: set[st
             "with a host and no query string"
         )
     return value.rstrip("/")
+
+
+def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of field names (letters, digits, `_`)."""
+    names = tuple(n.strip() for n in env.get(name, "").split(",") if n.strip())
+    bad = [n for n in names if not re.fullmatch(r"\w+", n, re.ASCII)]
+    if bad:
+        raise ConfigError(f"{name}: {bad[0]!r} is not a field name (expected e.g. "
+                          "FromCity,CallerName)")
+    return names
 
 
 def load_agent(spec: str, *, variable: str = "CALLBRIDGE_AGENT") -> Agent | AgentFactory:
@@ -93,6 +104,7 @@ class Settings:
     | `HOST`, `PORT` | where `callbridge serve` listens (default `0.0.0.0:8000`) |
     | `TWILIO_AUTH_TOKEN` | check Twilio's signatures and the stream token; unset: no checks |
     | `CALLBRIDGE_ALLOW_UNSIGNED_STREAMS` | accept stream upgrades without a signature header |
+    | `CALLBRIDGE_STREAM_PARAMETERS` | more webhook fields (`FromCity,CallerName`) for the stream |
 
     With `CALLBRIDGE_AGENT` set, the model, voice, instructions and greeting variables
     are unused: the agent says them. `from_env()` reads the process environment, after
@@ -114,6 +126,9 @@ class Settings:
     allow_unsigned_streams: bool = False
     #: `CALLBRIDGE_AGENT`, checked by `from_env` (see `load_agent`)
     agent_spec: str | None = None
+    #: Twilio webhook fields passed to the stream as `<Parameter>`s (and so to the
+    #: `CallContext.parameters`), besides `From`, `To` and `CallSid`
+    stream_parameters: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -151,6 +166,7 @@ class Settings:
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN", "").strip() or None,
             allow_unsigned_streams=_flag(env, "CALLBRIDGE_ALLOW_UNSIGNED_STREAMS"),
             agent_spec=agent_spec,
+            stream_parameters=_names(env, "CALLBRIDGE_STREAM_PARAMETERS"),
         )
 
     @property
