@@ -367,7 +367,8 @@ class Call:
         await self._started.wait()  # the tool gets the call's context
         context = self._bridge.context
         assert context is not None
-        result = await run_tool(pending.tool, pending.arguments, context)
+        result = await run_tool(pending.tool, pending.arguments, context,
+                                log_context=pending.call_id)
         self._bridge.tool_result(pending.call_id, result, trio.current_time())
         self._wake()
 
