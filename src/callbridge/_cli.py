@@ -42,14 +42,16 @@ def _parser() -> argparse.ArgumentParser:
                        choices=["debug", "info", "warning", "error"], help="default: info")
     demo = sub.add_parser(
         "demo",
-        help="play a simulated call with barge-in (no keys, loopback only)",
+        help="play a simulated call: barge-in, a tool, keypresses (no keys, loopback only)",
         description=(
             "Start callbridge under hypercorn's trio worker, the local realtime model and a "
-            "synthetic Twilio caller, all on loopback in this process; play a short "
-            "conversation in which the caller interrupts the agent; print the timeline "
-            "(who spoke when, clear and truncation with their milliseconds, response "
-            "latency) and write the call's two audio tracks as WAV files. Needs no keys "
-            "and ignores OPENAI_API_KEY."
+            "synthetic Twilio caller, all on loopback in this process; play a 20-second "
+            "pizza order in which the caller interrupts the agent, the agent places the "
+            "order with a slow tool (saying a filler line while it runs) and the caller "
+            "confirms on the keypad; print the timeline (who spoke when, clear and "
+            "truncation with their milliseconds, the tool call, response latency) and "
+            "write the call's two audio tracks as WAV files. Needs no keys and ignores "
+            "OPENAI_API_KEY."
         ),
     )
     demo.add_argument("--out", default="callbridge-demo", metavar="DIR",
