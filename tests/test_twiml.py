@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from twilio.twiml.voice_response import Connect, VoiceResponse  # type: ignore[import-untyped]
 
-from callbridge.twiml import connect_stream
+from callbridge.twiml import connect_stream, dial, say_and_hang_up
 
 URL = "wss://bridge.example.com/media-stream"
 NASTY = """a & b < c > d "double" 'single'\ttab\nnewline\rcr"""
@@ -179,3 +179,41 @@ def test_rejects_characters_xml_cannot_carry(kwargs: dict[str, Any]) -> None:
         kwargs["greeting"] = "hi"
     with pytest.raises(ValueError, match="cannot be represented in XML"):
         connect_stream(URL, **kwargs)
+
+
+# --- call control: <Dial> and <Say><Hangup> ------------------------------------------
+
+
+@pytest.mark.parametrize(("to", "options"), [
+    ("+14155550100", {}),
+    ("+14155550100", {"caller_id": "+14155550199", "timeout": 20,
+                      "action": "https://bridge.example.com/dial-action?line=Sorry%21&x=1"}),
+    ("sip:desk@pbx.example.com;transport=tls", {"timeout": 30}),
+    ("Ops & <Sales>", {}),
+])
+def test_dial_matches_sdk_byte_for_byte(to: str, options: dict[str, Any]) -> None:
+    expected = VoiceResponse()
+    sdk_options = {"caller_id": options.get("caller_id"), "timeout": options.get("timeout"),
+                   "action": options.get("action")}
+    sdk_dial = expected.dial(**{k: v for k, v in sdk_options.items() if v is not None})
+    if to.startswith("sip:"):
+        sdk_dial.sip(to)
+    else:
+        sdk_dial.number(to)
+    assert dial(to, **options) == str(expected)
+
+
+def test_dial_rejects_what_twilio_would() -> None:
+    with pytest.raises(ValueError, match="nothing to dial"):
+        dial("")
+    with pytest.raises(ValueError, match="5 to 600"):
+        dial("+14155550100", timeout=2)
+
+
+@pytest.mark.parametrize("line", [None, "Sorry, nobody is free. Goodbye & thanks!"])
+def test_say_and_hang_up_matches_sdk(line: str | None) -> None:
+    expected = VoiceResponse()
+    if line is not None:
+        expected.say(line, voice="Polly.Joanna")
+    expected.hangup()
+    assert say_and_hang_up(line, voice="Polly.Joanna") == str(expected)

@@ -422,7 +422,8 @@ class Bridge:
             item = event.raw.get("item")
             if (event.type == "response.output_item.done" and isinstance(item, dict)
                     and item.get("type") == "mcp_approval_request"):
-                self._mcp_approval(str(event.raw.get("response_id", "")), item, now)
+                self._control.extend(conversation.mcp_approval(
+                    str(event.raw.get("response_id", "")), item, self.context, now))
         self._settle(now)
 
     def _audio_delta(self, event: rt.OutputAudioDelta, now: float) -> None:
@@ -457,6 +458,12 @@ class Bridge:
         return decision
 
     # --- the agent: tools, handoffs, guardrails, MCP approvals -------------------------
+
+    def end_after_playout(self, reason: EndReason, now: float) -> None:
+        """End the call once the agent's words under way have played (see
+        `Conversation.end_after_playout`): how the agent hangs up or transfers."""
+        self.conversation.end_after_playout(reason, now)
+        self._settle(now)
 
     def _settle(self, now: float) -> None:
         conversation = self.conversation
@@ -542,16 +549,6 @@ class Bridge:
         if line is not None:
             self._control.extend(self.conversation.request("line", {
                 "instructions": f"Say exactly this, and nothing else: {line}"}))
-
-    def _mcp_approval(self, response_id: str, item: dict[str, object], now: float) -> None:
-        """A hosted MCP server asks to run a tool: `Agent.mcp_approval` answers."""
-        agent, request_id = self.agent, str(item.get("id", ""))
-        assert agent is not None
-        if self.conversation.function_call(response_id, request_id, now):
-            approve = self.context is not None and agent.approves_mcp(item, self.context)
-            self._control.extend(self.conversation.output(request_id, {
-                "type": "mcp_approval_response", "id": f"mcpa_{request_id}"[:32],
-                "approval_request_id": request_id, "approve": approve}))
 
     # --- to the model ------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ from typing import Any
 import attrs
 
 from . import realtime as rt
-from .agent import Agent
+from .agent import Agent, CallContext
 from .events import EndReason
 
 __all__ = ["OURS", "Conversation"]
@@ -124,8 +124,8 @@ class Conversation:
                 body: Mapping[str, Any] | None = None) -> list[rt.ClientEvent]:
         """A response is wanted: the events to send now (maybe none: it waits, or the
         caller's pending turn answers it)."""
-        if self._caller_turn and purpose == "reply":
-            return []
+        if purpose == "reply" and (self._caller_turn or self._ending is not None):
+            return []  # the caller's turn answers it, or the call is ending
         if self._open or self._requested or not self._connected:
             if self._wanted is None or purpose != "reply":
                 self._wanted = (purpose, body)
@@ -255,6 +255,18 @@ class Conversation:
         del self._batches[response_id]
         return self.request("reply")
 
+    def mcp_approval(self, response_id: str, item: Mapping[str, Any], context: CallContext | None,
+                     now: float) -> list[rt.ClientEvent]:
+        """A hosted MCP server asks to run a tool: `Agent.mcp_approval` answers (no
+        context yet, or no callback: denied), like a function call's output."""
+        request_id = str(item.get("id", ""))
+        if self.agent is None or not self.function_call(response_id, request_id, now):
+            return []
+        approve = context is not None and self.agent.approves_mcp(item, context)
+        return self.output(request_id, {
+            "type": "mcp_approval_response", "id": f"mcpa_{request_id}"[:32],
+            "approval_request_id": request_id, "approve": approve})
+
     @property
     def tools_running(self) -> bool:
         return bool(self._calls)
@@ -290,19 +302,28 @@ class Conversation:
     def end_after_goodbye(self, reason: EndReason, now: float) -> list[rt.ClientEvent]:
         """Have the agent speak once more, then end the call with `reason` once that
         has played (or `GOODBYE_LIMIT` seconds on, whichever comes first)."""
-        self._ending = (reason, now + GOODBYE_LIMIT)
+        self.end_after_playout(reason, now)
         return self.request("goodbye")
 
-    def settle(self, now: float, *, playing: bool) -> None:
-        """Re-check the idle timer and a goodbye that may be over; call when something
-        may have changed them. `playing`: the agent's audio is not all confirmed."""
-        busy = bool(playing or self._open or self._requested or self._wanted
-                    or self._caller_turn or self._speaking or self._calls)
-        if busy:
+    def end_after_playout(self, reason: EndReason, now: float) -> None:
+        """End the call with `reason` once the agent's words under way have played:
+        the response being generated, the tool calls it made, and every bit of audio
+        confirmed played (within `GOODBYE_LIMIT` seconds). The caller's own turn is not
+        waited for, and no reply is asked for meanwhile. The first reason counts."""
+        if self._ending is None:
+            self._ending = (reason, now + GOODBYE_LIMIT)
             self._idle_at = None
-            return
+
+    def settle(self, now: float, *, playing: bool) -> None:
+        """Re-check the idle timer and an ending that may be due; call when something
+        may have changed them. `playing`: the agent's audio is not all confirmed."""
+        speaking = bool(playing or self._open or self._requested or self._calls)
         if self._ending is not None:
-            self.finished = self._ending[0]
+            if not speaking:
+                self.finished = self._ending[0]
+            return
+        if speaking or self._wanted or self._caller_turn or self._speaking:
+            self._idle_at = None
         elif self._idle_at is None and self._connected and self.agent is not None:
             timeout = self.agent.idle_timeout
             self._idle_at = None if timeout is None else now + timeout

@@ -72,6 +72,10 @@ class EndReason(enum.StrEnum):
     ENDED = "ended"
     #: the caller stayed silent through the agent's idle prompts (`Agent.idle_timeout`)
     IDLE = "idle"
+    #: the agent hung up once its last words had played (`end_call`, `Call.hang_up()`)
+    HUNG_UP = "hung_up"
+    #: the call went on to another party (`transfer_call`, `Call.transfer()`)
+    TRANSFERRED = "transferred"
 
 
 class MarkOutcome(enum.StrEnum):

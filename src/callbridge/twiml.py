@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-__all__ = ["connect_stream"]
+__all__ = ["connect_stream", "dial", "say_and_hang_up"]
 
 _DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
 _TEXT_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
@@ -84,6 +84,33 @@ def connect_stream(
     if after is not None:
         body += _element("Say", {"voice": voice}, _text(after))
     return _DECLARATION + _element("Response", {}, body)
+
+
+def dial(
+    to: str,
+    *,
+    caller_id: str | None = None,
+    timeout: int | None = None,
+    action: str | None = None,
+) -> str:
+    """A TwiML document that hands the call to *to*: a phone number (``<Number>``) or a
+    ``sip:`` URI (``<Sip>``). *action*, when given, is where Twilio asks what to do once
+    the dialled leg ends (``DialCallStatus``: busy, no-answer, failed, ...)."""
+    if not to or _NOT_XML.search(to):
+        raise ValueError(f"nothing to dial: {to!r}")
+    if timeout is not None and not 5 <= timeout <= 600:
+        raise ValueError(f"a <Dial> timeout is 5 to 600 seconds, not {timeout!r}")
+    target = _element("Sip" if to.lower().startswith(("sip:", "sips:")) else "Number", {},
+                      _text(to))
+    attrs = {"action": action, "callerId": caller_id,
+             "timeout": None if timeout is None else str(timeout)}
+    return _DECLARATION + _element("Response", {}, _element("Dial", attrs, target))
+
+
+def say_and_hang_up(line: str | None = None, *, voice: str | None = None) -> str:
+    """A TwiML document that says *line* (if any), then hangs up."""
+    said = "" if line is None else _element("Say", {"voice": voice}, _text(line))
+    return _DECLARATION + _element("Response", {}, said + _element("Hangup", {}))
 
 
 def _check_stream_url(url: str) -> None:
