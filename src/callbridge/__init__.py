@@ -13,12 +13,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._call import Call, LiveCalls, run_call
+    from ._call import Call, LiveCalls, TwilioControl, run_call
     from ._calldata import CallLimits, CallRefused, CallResult, CallStats
     from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
     from ._sockets import MessageSocket, SocketClosed, memory_socket_pair
     from .agent import PHONE_TURN_DETECTION, Agent, AgentFactory, CallContext, Guardrail
     from .backend import ModelConnectError, OpenAIRealtime, RealtimeBackend, RealtimeConnection
+    from .calltools import end_call, transfer_call
     from .events import CallEvent, EndReason
     from .tools import Handoff, Tool, ToolResult, tool
 
@@ -29,6 +30,7 @@ _EXPORTS = {
     "CallStats": "_calldata",
     "Call": "_call",
     "LiveCalls": "_call",
+    "TwilioControl": "_call",
     "run_call": "_call",
     "LocalProtocolError": "_errors",
     "ProtocolError": "_errors",
@@ -41,6 +43,8 @@ _EXPORTS = {
     "AgentFactory": "agent",
     "CallContext": "agent",
     "Guardrail": "agent",
+    "end_call": "calltools",
+    "transfer_call": "calltools",
     "ModelConnectError": "backend",
     "OpenAIRealtime": "backend",
     "RealtimeBackend": "backend",
@@ -79,9 +83,12 @@ __all__ = [
     "SocketClosed",
     "Tool",
     "ToolResult",
+    "TwilioControl",
+    "end_call",
     "memory_socket_pair",
     "run_call",
     "tool",
+    "transfer_call",
 ]
 __version__ = "0.1.0"
 

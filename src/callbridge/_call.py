@@ -41,7 +41,11 @@ what makes the connection replaceable. Nothing outlives `run_call`.
 Teardown: Twilio's `stop` ends the model side at once, then we wait (bounded) for
 Twilio to close its socket rather than closing it ourselves: closing while the
 client's close is in flight is what crashes hypercorn's trio worker. When the call
-ends otherwise, we close the Twilio socket so Twilio runs the next TwiML verb.
+ends otherwise, we close the Twilio socket so Twilio runs the next TwiML verb. When
+the agent hung up or transferred the call (once its last words had played: the
+bridge decides when), Twilio's REST API is told (`Status=completed`, or TwiML that
+`<Dial>`s), and Twilio stops the stream itself; without REST credentials a hang-up
+closes the stream, and with nothing after `</Connect>` Twilio ends the call.
 
 `run_call` hands out a `Call` handle through `task_status` (`nursery.start`): the
 seam for ending the call and talking to the model from outside it.
@@ -53,14 +57,16 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlencode
 
 import trio
 
 from . import events as ev
 from . import realtime as rt
 from . import twilio as tw
+from . import twiml
 from ._bridge import Bridge, PendingTool
 from ._calldata import CallLimits, CallRefused, CallResult, CallStats
 from ._errors import RemoteProtocolError
@@ -81,10 +87,21 @@ __all__ = [
     "CallResult",
     "CallStats",
     "LiveCalls",
+    "TwilioControl",
     "run_call",
 ]
 
 log = logging.getLogger("callbridge.call")
+
+
+class TwilioControl(Protocol):
+    """What a call needs of Twilio's REST API to hang up and transfer
+    (`callbridge.twilio_rest.TwilioRest` is one)."""
+
+    async def hang_up(self, call_sid: str) -> bool: ...
+
+    async def update_call(self, call_sid: str, *, twiml: str | None = None) -> Mapping[str, Any]:
+        ...
 
 
 class Call:
@@ -101,8 +118,14 @@ class Call:
         on_event: Callable[[CallEvent], None] | None,
         authorize: Callable[[tw.Start], None] | None,
         on_raw: Callable[[ev.Raw], None] | None = None,
+        twilio: TwilioControl | None = None,
+        service_url: str | None = None,
     ) -> None:
         self.limits = limits
+        self._rest = twilio
+        self._service_url = service_url
+        self._transfer: str | None = None  # the TwiML that hands the call on
+        self._on_event = on_event
         self._twilio = socket
         self._backend = backend
         self._choose_agent = None if isinstance(agent, Agent) else agent
@@ -171,6 +194,33 @@ class Call:
         self._bridge.request_response()
         self._wake()
 
+    def hang_up(self) -> None:
+        """Hang up once the agent's words under way have played: the response being
+        generated, its tool calls, and every bit of its audio confirmed played by Twilio
+        (at most 10 s). Then Twilio is told to end the call (REST, with credentials), or
+        the stream closes (nothing after `</Connect>`: Twilio ends the call). Returns at
+        once; the call ends as `hung_up`. Once a call is ending, this is a no-op."""
+        self._bridge.end_after_playout(EndReason.HUNG_UP, trio.current_time())
+        self._wake()
+
+    def transfer(self, to: str, *, caller_id: str | None = None, timeout: int | None = None,
+                 failure_line: str | None = None) -> None:
+        """Hand the caller to `to` (a phone number, or a `sip:` URI) once the agent's
+        words under way have played, as `hang_up` waits. `caller_id` and `timeout`
+        (seconds of ringing) are `<Dial>`'s; `failure_line`, when set, is what the caller
+        hears if nobody answers (then the call ends). Needs Twilio's REST API
+        (credentials); raises RuntimeError without it. The call ends as `transferred`."""
+        if self._rest is None:
+            raise RuntimeError("transferring a call needs Twilio's REST API: set "
+                               "TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN (or an API key pair)")
+        if self._transfer is None:
+            action = None
+            if failure_line is not None and self._service_url is not None:
+                action = f"{self._service_url}/dial-action?{urlencode({'line': failure_line})}"
+            self._transfer = twiml.dial(to, caller_id=caller_id, timeout=timeout, action=action)
+        self._bridge.end_after_playout(EndReason.TRANSFERRED, trio.current_time())
+        self._wake()
+
     def send_to_model(self, event: rt.ClientEvent) -> None:
         """Queue a client event for the model (e.g. `conversation.item.create`), in
         order after those already queued and ahead of caller audio still waiting."""
@@ -227,7 +277,9 @@ class Call:
             # wait for that rather than race it. Otherwise, closing is our job (it is
             # how Twilio learns to run the next TwiML verb).
             reason = bridge.end_reason
-            if reason not in (EndReason.CALLER_HANGUP, EndReason.TWILIO_CLOSED):
+            if await self._tell_twilio(reason):
+                pass  # Twilio stops the stream itself: wait for it below
+            elif reason not in (EndReason.CALLER_HANGUP, EndReason.TWILIO_CLOSED):
                 await self._close_twilio(1008 if reason is EndReason.REFUSED else 1000)
             with trio.move_on_after(self.limits.close_wait):
                 await self._twilio_closed.wait()
@@ -236,6 +288,39 @@ class Call:
             nursery.cancel_scope.cancel()
         self._result = bridge.result(trio.current_time())
         return self._result
+
+    async def _tell_twilio(self, reason: EndReason | None) -> bool:
+        """After a hang-up or a transfer, tell Twilio's REST API; whether it took it."""
+        call_sid, rest = self.call_sid, self._rest
+        if rest is None or call_sid is None:
+            return False
+        transfer = self._transfer
+        if reason is EndReason.TRANSFERRED and transfer is not None:
+            action = "transfer"
+        elif reason in (EndReason.HUNG_UP, EndReason.IDLE):
+            action = "hang_up"
+        else:
+            return False
+        ok = False
+        with trio.move_on_after(self.limits.rest_timeout) as scope:
+            try:
+                if transfer is not None and action == "transfer":
+                    await rest.update_call(call_sid, twiml=transfer)
+                else:
+                    await rest.hang_up(call_sid)
+                ok = True
+            except Exception as exc:  # Twilio's error, or the network's: logged, not fatal
+                # no traceback: the error says what Twilio (or the network) said
+                log.error("Twilio REST %s of call %s failed: %s",  # noqa: TRY400
+                          action, call_sid, exc)
+        if scope.cancelled_caught:
+            log.error("Twilio REST %s of call %s: no answer in %s s", action, call_sid,
+                      self.limits.rest_timeout)
+        if self._on_event is not None:
+            now = trio.current_time()
+            self._on_event(ev.TwilioAction(at=now, wall=time.time(), action=action, ok=ok,
+                                           twiml=self._transfer if action == "transfer" else None))
+        return ok
 
     async def _expect_start(self) -> None:
         with trio.move_on_after(self.limits.start_timeout):
@@ -424,6 +509,8 @@ async def run_call(
     on_event: Callable[[CallEvent], None] | None = None,
     authorize: Callable[[tw.Start], None] | None = None,
     on_raw: Callable[[ev.Raw], None] | None = None,
+    twilio: TwilioControl | None = None,
+    service_url: str | None = None,
     task_status: trio.TaskStatus[Call] = trio.TASK_STATUS_IGNORED,
 ) -> CallResult:
     """Bridge one accepted Twilio Media Streams WebSocket to a realtime model.
@@ -449,6 +536,11 @@ async def run_call(
     connected (without it the connection opens in parallel with waiting for
     `start`); raising `CallRefused` ends the call as `refused`, closing the Twilio
     socket with 1008 and never opening a model session.
+
+    `twilio`, Twilio's REST API (`callbridge.twilio_rest.TwilioRest`), lets the call
+    hang up through Twilio and transfer (`Call.hang_up`, `Call.transfer`, the
+    `end_call` and `transfer_call` tools); `service_url` is the service's public
+    `https://` base, for the `<Dial action>` that tells a caller a transfer failed.
     """
     call = Call(
         as_message_socket(twilio_socket),
@@ -458,5 +550,7 @@ async def run_call(
         on_event=on_event,
         authorize=authorize,
         on_raw=on_raw,
+        twilio=twilio,
+        service_url=service_url,
     )
     return await call._run(task_status)

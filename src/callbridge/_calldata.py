@@ -40,6 +40,8 @@ class CallLimits:
     #: playback lags behind what we sent; coarser ones save two messages per mark.
     #: 0: after every chunk
     mark_ms: int = 100
+    #: how long a Twilio REST request (hang up, transfer) may take, retries included
+    rest_timeout: float = 15.0
 
 
 class CallRefused(Exception):

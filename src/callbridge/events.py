@@ -48,6 +48,7 @@ __all__ = [
     "ToolCall",
     "ToolResult",
     "Truncate",
+    "TwilioAction",
 ]
 
 
@@ -109,6 +110,7 @@ class EventKind(enum.StrEnum):
     GUARDRAIL_TRIPPED = "guardrail_tripped"
     IDLE_PROMPT = "idle_prompt"
     HANDOFF = "handoff"
+    TWILIO_ACTION = "twilio_action"
     MODEL_ERROR = "model_error"
     PROTOCOL_ERROR = "protocol_error"
     END = "end"
@@ -275,6 +277,18 @@ class Handoff(CallEvent):
     kind = EventKind.HANDOFF
     from_agent: str
     to_agent: str
+
+
+@attrs.frozen(kw_only=True)
+class TwilioAction(CallEvent):
+    """The call was ended or handed on through Twilio's REST API, once the agent's
+    last words had played: `action` is `hang_up` or `transfer` (its `<Dial>` TwiML)."""
+
+    kind = EventKind.TWILIO_ACTION
+    action: str
+    #: Twilio took it; otherwise the failure was logged and the stream closed
+    ok: bool
+    twiml: str | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -282,7 +282,7 @@ def _describe(doc: str, names: list[str]) -> tuple[str, dict[str, str]]:
     remaining text `name: text` (at a line's start or after a sentence, `name` a
     parameter's) describes a parameter, up to the next one or a blank line."""
     parsed = docstring_parser.parse(doc)
-    parts = [parsed.short_description, parsed.long_description]
+    parts = [(parsed.description or "").strip()]  # the summary and the rest, as written
     if parsed.returns is not None and parsed.returns.description:
         parts.append(f"Returns: {parsed.returns.description}")
     text = "\n\n".join(part for part in parts if part)
