@@ -607,3 +607,21 @@ async def test_the_real_transport_runs_on_trio() -> None:
     assert request.startswith(
         f"POST /2010-04-01/Accounts/{ACCOUNT}/Calls/{CALL}.json HTTP/1.1\r\n".encode())
     assert parse_qsl(request.partition(b"\r\n\r\n")[2].decode()) == [("Twiml", TWIML)]
+
+
+async def test_fetch_call_gets_the_resource_as_the_sdk_does() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=CALL_JSON | {"status": "ringing"})
+
+    async with TwilioRest(BY_TOKEN, transport=httpx.MockTransport(handler)) as rest:
+        assert (await rest.fetch_call(CALL))["status"] == "ringing"
+    recorder = Recorder()
+    Client(ACCOUNT, TOKEN, http_client=recorder).calls(CALL).fetch()
+    [sdk] = recorder.sent
+    [ours] = seen
+    assert (ours.method, str(ours.url)) == (sdk.method, sdk.url)
+    assert ours.headers["Authorization"] == sdk.headers["Authorization"]
+    assert ours.content == b"" and "Content-Type" not in ours.headers

@@ -125,6 +125,8 @@ class Call:
         self._rest = twilio
         self._service_url = service_url
         self._transfer: str | None = None  # the TwiML that hands the call on
+        #: who answered (an outbound call with answering-machine detection), once known
+        self.answered_by: str | None = None
         self._on_event = on_event
         self._twilio = socket
         self._backend = backend
@@ -219,6 +221,18 @@ class Call:
                 action = f"{self._service_url}/dial-action?{urlencode({'line': failure_line})}"
             self._transfer = twiml.dial(to, caller_id=caller_id, timeout=timeout, action=action)
         self._bridge.end_after_playout(EndReason.TRANSFERRED, trio.current_time())
+        self._wake()
+
+    def answered(self, answered_by: str) -> None:
+        """Twilio's answering-machine detection said who answered: `answered_by`, and
+        the agent's `on_answered_by` hook (whose errors are logged)."""
+        self.answered_by = answered_by
+        agent = self._bridge.agent
+        if agent is not None and agent.on_answered_by is not None:
+            try:
+                agent.on_answered_by(answered_by, self)
+            except Exception:  # the application's bug: it must not end the call
+                log.exception("on_answered_by(%r) raised; the call goes on", answered_by)
         self._wake()
 
     def send_to_model(self, event: rt.ClientEvent) -> None:

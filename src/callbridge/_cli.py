@@ -40,6 +40,30 @@ def _parser() -> argparse.ArgumentParser:
                        help="worker processes; calls are independent (default: 1)")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"], help="default: info")
+    call = sub.add_parser(
+        "call",
+        help="place an outbound call that the service's agent answers",
+        description=(
+            "Have Twilio call TO from --from and connect the call to the running service "
+            "(its public URL: --service-url or CALLBRIDGE_PUBLIC_URL), where the agent talks; "
+            "print the call's status as it changes until it is over. Needs Twilio REST "
+            "credentials: TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN, or TWILIO_API_KEY and "
+            "TWILIO_API_SECRET (CALLBRIDGE_TWILIO_API_URL for another API base). Exits 0 when "
+            "the call was answered and completed, 1 when it was not (busy, no-answer, "
+            "failed, canceled), 2 on a configuration error."
+        ),
+    )
+    call.add_argument("to", help="the number to call, E.164 (+14155550100)")
+    call.add_argument("--from", dest="from_", required=True, metavar="NUMBER",
+                      help="a Twilio number of the account, E.164")
+    call.add_argument("--agent", metavar="MODULE:ATTRIBUTE",
+                      help="the agent to answer with: one the service lists in CALLBRIDGE_AGENTS "
+                           "(default: the service's agent)")
+    call.add_argument("--machine-detection", action="store_true",
+                      help="Twilio's answering-machine detection; the result reaches the agent "
+                           "(CallContext.answered_by, Agent.on_answered_by)")
+    call.add_argument("--service-url", metavar="URL",
+                      help="the service's public https:// base (default: CALLBRIDGE_PUBLIC_URL)")
     demo = sub.add_parser(
         "demo",
         help="play a simulated call: barge-in, a tool, keypresses (no keys, loopback only)",
@@ -78,10 +102,50 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _call(args: argparse.Namespace) -> int:
+    import trio
+
+    from .outbound import place_call, watch_call
+    from .twilio_rest import TwilioRest, TwilioRestError
+
+    try:
+        settings = Settings.from_env()
+        rest = TwilioRest.from_env()
+    except ConfigError as exc:
+        print(f"callbridge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    service_url = args.service_url or settings.public_url
+    if rest is None or service_url is None:
+        missing = ("Twilio REST credentials (TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN, or an "
+                   "API key pair)" if rest is None else "--service-url or CALLBRIDGE_PUBLIC_URL")
+        print(f"callbridge: placing a call needs {missing}", file=sys.stderr)
+        return 2
+
+    async def place() -> str:
+        async with rest:
+            placed = await place_call(rest, to=args.to, from_=args.from_,
+                                      service_url=service_url, agent=args.agent,
+                                      machine_detection=args.machine_detection)
+            print(f"callbridge: call {placed.sid} to {placed.to}: {placed.status}", flush=True)
+            status = placed.status
+            async for status in watch_call(rest, placed.sid):
+                print(f"callbridge: call {placed.sid}: {status}", flush=True)
+            return status
+
+    try:
+        final = trio.run(place)
+    except TwilioRestError as exc:
+        print(f"callbridge: Twilio refused: {exc}", file=sys.stderr)
+        return 1
+    return 0 if final == "completed" else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "call":
+        return _call(args)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -65,6 +65,13 @@ class CallContext:
     #: hook); None outside a running call
     live: Any = attrs.field(default=None, eq=False, repr=False)
 
+    @property
+    def answered_by(self) -> str | None:
+        """On an outbound call with answering-machine detection, who answered
+        (`human`, `machine_start`, `machine_end_beep`, `fax`, `unknown`...), once
+        Twilio said; None until then, or without detection."""
+        return None if self.live is None else self.live.answered_by
+
     @classmethod
     def from_start(cls, start: tw.Start, *, started_at: float, live: Any = None) -> CallContext:
         params = dict(start.custom_parameters)
@@ -116,6 +123,10 @@ class Agent:
     #: takes the collected digits instead of the model (e.g. a PIN the model must not
     #: hear): called as `on_dtmf(digits, call)` with the live `Call`
     on_dtmf: Callable[[str, Any], None] | None = None
+    #: told who answered an outbound call with answering-machine detection, as
+    #: `on_answered_by(answered_by, call)` with the live `Call` (e.g. to leave a
+    #: voicemail after the beep: `machine_end_beep`)
+    on_answered_by: Callable[[str, Any], None] | None = None
     tools: tuple[Tool | Mapping[str, Any], ...] = attrs.field(default=(), converter=_as_tools)
     tool_choice: str = "auto"
     #: answers a hosted MCP server's `mcp_approval_request` (the request item, the

@@ -33,9 +33,10 @@ from . import _hypercorn_fix, signature, streamtoken, twiml
 from ._call import Call, CallLimits, LiveCalls, run_call
 from ._guard import TwilioGuard
 from ._sockets import AsgiSocket
-from .agent import Agent, AgentFactory
+from .agent import Agent, AgentFactory, CallContext
 from .backend import OpenAIRealtime, RealtimeBackend
-from .config import Settings
+from .config import Settings, load_agent
+from .twilio_rest import TwilioRest
 
 __all__ = ["CallbridgeApp", "app", "create_app"]
 
@@ -103,10 +104,19 @@ class CallbridgeApp(QuartTrio):
         #: the calls this worker is running (health, drain and call control use it)
         self.calls = LiveCalls()
         self.guard: TwilioGuard | None = None
+        #: Twilio's REST API (hang-ups and transfers through Twilio, outbound calls),
+        #: when credentials are set
+        self.twilio_rest: TwilioRest | None = None
         self.before_serving(self._configure)
+        self.after_serving(self._close)
         self.add_url_rule("/", "health", self._health, methods=["GET"])
         self.add_url_rule("/incoming-call", "incoming_call", self._incoming_call,
                           methods=["GET", "POST"])
+        self.add_url_rule("/dial-action", "dial_action", self._dial_action, methods=["POST"])
+        self.add_url_rule("/amd-status", "amd_status", self._amd_status, methods=["POST"])
+        self.add_url_rule("/call-status", "call_status", self._call_status, methods=["POST"])
+        #: per CallSid, where the status callbacks of a call placed from this process go
+        self.status_watchers: dict[str, Callable[[Mapping[str, str]], None]] = {}
 
     async def _configure(self) -> None:
         _hypercorn_fix.install()
@@ -116,6 +126,11 @@ class CallbridgeApp(QuartTrio):
             self.call_agent = self.settings.agent()
         if self.call_backend is None:
             self.call_backend = backend_for(self.settings)
+        if self.settings.agents:
+            named = {spec: load_agent(spec, variable="CALLBRIDGE_AGENTS")
+                     for spec in self.settings.agents}
+            self.call_agent = functools.partial(_agent_by_name, named, self.call_agent)
+        self.twilio_rest = TwilioRest.from_env()
         if self.settings.offline:
             log.warning(OFFLINE_NOTICE)
         if self.settings.twilio_auth_token:
@@ -130,6 +145,10 @@ class CallbridgeApp(QuartTrio):
             log.info("callbridge ready: the agent is chosen per call by %s",
                      getattr(agent, "__qualname__", repr(agent)))
 
+    async def _close(self) -> None:
+        if self.twilio_rest is not None:
+            await self.twilio_rest.aclose()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
         if scope["type"] == "websocket" and scope["path"] == MEDIA_PATH:
             await self._media_stream(scope, receive, send)
@@ -142,9 +161,8 @@ class CallbridgeApp(QuartTrio):
         assert self.call_agent is not None
         assert self.call_backend is not None
         guard = self.guard
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if guard is not None:
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                       for k, v in scope["headers"]}
             url = self.stream_url(headers)
             if scope.get("query_string"):
                 url += "?" + scope["query_string"].decode("latin-1")
@@ -161,7 +179,8 @@ class CallbridgeApp(QuartTrio):
             async with trio.open_nursery() as nursery:
                 call = await nursery.start(functools.partial(
                     run_call, socket, agent=self.call_agent, backend=self.call_backend,
-                    limits=self.call_limits, authorize=guard.authorize if guard else None))
+                    limits=self.call_limits, authorize=guard.authorize if guard else None,
+                    twilio=self.twilio_rest, service_url=self.public_base(headers)))
                 self.calls.add(call)
         except Exception:
             log.exception("call failed")
@@ -203,7 +222,9 @@ class CallbridgeApp(QuartTrio):
         parts = urlsplit(self.public_base(headers))
         return f"wss://{parts.netloc}{parts.path}{MEDIA_PATH}"
 
-    async def _incoming_call(self) -> Response:
+    async def _signed_form(self) -> tuple[Mapping[str, str], Response | None]:
+        """The webhook's fields, and the 403 to answer instead when it is not signed
+        by Twilio (only checked when `TWILIO_AUTH_TOKEN` is set)."""
         headers = {k.lower(): v for k, v in request.headers.items()}
         form = await request.form if request.method == "POST" else request.args
         guard = self.guard
@@ -222,14 +243,25 @@ class CallbridgeApp(QuartTrio):
             if not ok:
                 log.warning("refused a webhook: %s X-Twilio-Signature for %s",
                             "missing" if header is None else "wrong", url)
-                return Response("invalid Twilio signature\n", 403, content_type="text/plain")
+                return {}, Response("invalid Twilio signature\n", 403,
+                                    content_type="text/plain")
+        return form.to_dict(), None
+
+    async def _incoming_call(self) -> Response:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        form, refused = await self._signed_form()
+        if refused is not None:
+            return refused
+        guard = self.guard
         parameters = {name: form[key] for key, name in
                       [("From", "from"), ("To", "to"), ("CallSid", "call_sid")] if form.get(key)}
         assert self.settings is not None
         parameters |= {key: form[key] for key in self.settings.stream_parameters
                        if form.get(key)}
+        if request.args.get("agent"):  # an outbound call's agent (`place_call`)
+            parameters["agent"] = request.args["agent"]
         if self.stream_parameters is not None:
-            more = self.stream_parameters(form.to_dict())
+            more = self.stream_parameters(form)
             if inspect.isawaitable(more):
                 more = await more
             parameters |= {str(k): str(v) for k, v in more.items()}
@@ -238,6 +270,58 @@ class CallbridgeApp(QuartTrio):
         body = twiml.connect_stream(self.stream_url(headers), parameters=parameters,
                                     name="callbridge")
         return Response(body, content_type="text/xml")
+
+
+    async def _dial_action(self) -> Response:
+        """Twilio asks what next once a transferred call's dialled leg ended: if nobody
+        answered, the caller hears the transfer's failure line, then the call ends."""
+        form, refused = await self._signed_form()
+        if refused is not None:
+            return refused
+        status = form.get("DialCallStatus", "")
+        line = request.args.get("line") if status not in ("completed", "answered") else None
+        log.info("call %s: the transfer ended %s", form.get("CallSid"), status or "?")
+        return Response(twiml.say_and_hang_up(line), content_type="text/xml")
+
+    async def _amd_status(self) -> Response:
+        """Twilio's answering-machine detection result for an outbound call."""
+        form, refused = await self._signed_form()
+        if refused is not None:
+            return refused
+        call_sid, answered_by = form.get("CallSid", ""), form.get("AnsweredBy", "unknown")
+        call = self.calls.by_call_sid(call_sid)
+        if call is None:  # over, or its stream is served by another worker
+            log.info("call %s answered by %s: not a call of this worker", call_sid, answered_by)
+        else:
+            call.answered(answered_by)
+        return Response("", 204)
+
+    async def _call_status(self) -> Response:
+        """Twilio's status callbacks for calls placed through `place_call`."""
+        form, refused = await self._signed_form()
+        if refused is not None:
+            return refused
+        call_sid = form.get("CallSid", "")
+        log.info("call %s: %s", call_sid, form.get("CallStatus"))
+        watcher = self.status_watchers.get(call_sid)
+        if watcher is not None:
+            watcher(form)
+        return Response("", 204)
+
+
+async def _agent_by_name(named: Mapping[str, Agent | AgentFactory],
+                         default: Agent | AgentFactory, context: CallContext) -> Agent:
+    """The agent a call asks for by name (an outbound call's `agent` parameter), if
+    `CALLBRIDGE_AGENTS` lists it; the service's own agent otherwise."""
+    name = context.parameters.get("agent")
+    agent = named.get(name, default) if name else default
+    if name and name not in named:
+        log.warning("call %s asks for agent %r, which CALLBRIDGE_AGENTS does not list: "
+                    "the default agent answers", context.call_sid, name)
+    if isinstance(agent, Agent):
+        return agent
+    chosen = agent(context)
+    return await chosen if inspect.isawaitable(chosen) else chosen
 
 
 def _first(value: str | None) -> str:

@@ -58,6 +58,13 @@ def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return names
 
 
+def _agent_specs(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    specs = tuple(s.strip() for s in env.get(name, "").split(",") if s.strip())
+    for spec in specs:
+        load_agent(spec, variable=name)  # a bad one stops startup here, naming the variable
+    return specs
+
+
 def load_agent(spec: str, *, variable: str = "CALLBRIDGE_AGENT") -> Agent | AgentFactory:
     """The `Agent`, or the function of a `CallContext` returning one, that `spec`
     (`module:attribute`, as hypercorn names apps) names. The working directory is on
@@ -105,6 +112,7 @@ class Settings:
     | `TWILIO_AUTH_TOKEN` | check Twilio's signatures and the stream token; unset: no checks |
     | `CALLBRIDGE_ALLOW_UNSIGNED_STREAMS` | accept stream upgrades without a signature header |
     | `CALLBRIDGE_STREAM_PARAMETERS` | more webhook fields (`FromCity,CallerName`) for the stream |
+    | `CALLBRIDGE_AGENTS` | more agents (`module:attribute`, comma-separated) a call may name |
 
     With `CALLBRIDGE_AGENT` set, the model, voice, instructions and greeting variables
     are unused: the agent says them. `from_env()` reads the process environment, after
@@ -129,6 +137,8 @@ class Settings:
     #: Twilio webhook fields passed to the stream as `<Parameter>`s (and so to the
     #: `CallContext.parameters`), besides `From`, `To` and `CallSid`
     stream_parameters: tuple[str, ...] = ()
+    #: `CALLBRIDGE_AGENTS`: the agents an outbound call may name (its `agent` parameter)
+    agents: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -167,6 +177,7 @@ class Settings:
             allow_unsigned_streams=_flag(env, "CALLBRIDGE_ALLOW_UNSIGNED_STREAMS"),
             agent_spec=agent_spec,
             stream_parameters=_names(env, "CALLBRIDGE_STREAM_PARAMETERS"),
+            agents=_agent_specs(env, "CALLBRIDGE_AGENTS"),
         )
 
     @property

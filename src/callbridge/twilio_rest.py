@@ -351,6 +351,13 @@ class TwilioRest:
         )
         return await self._post("Calls.json", form, action="create call", idempotent=False)
 
+    async def fetch_call(self, call_sid: str) -> dict[str, Any]:
+        """Twilio's call resource as it is now (`status`: `queued`, `ringing`,
+        `in-progress`, `completed`, `busy`, `no-answer`, `failed`, `canceled`)."""
+        _check_sid(call_sid, "call SID")
+        return await self._post(f"Calls/{call_sid}.json", None, action=f"fetch {call_sid}",
+                                idempotent=True)
+
     # -- the request loop -------------------------------------------------------
 
     async def _update(self, call_sid: str, form: list[tuple[str, str]],
@@ -361,18 +368,20 @@ class TwilioRest:
         _check_sid(call_sid, "call SID")
         return await self._post(f"Calls/{call_sid}.json", form, action=action, idempotent=True)
 
-    async def _post(self, resource: str, form: list[tuple[str, str]], *, action: str,
+    async def _post(self, resource: str, form: list[tuple[str, str]] | None, *, action: str,
                     idempotent: bool) -> dict[str, Any]:
-        """POST `form` to the account's `resource`, retrying what may succeed on
-        another attempt; the response's JSON object."""
+        """POST `form` to the account's `resource` (GET it, when `form` is None),
+        retrying what may succeed on another attempt; the response's JSON object."""
         url = f"{self.base_url}/{_API_VERSION}/Accounts/{self.account_sid}/{resource}"
-        body = urlencode(form).encode("ascii")
-        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        method = "GET" if form is None else "POST"
+        body = None if form is None else urlencode(form).encode("ascii")
+        headers = {} if form is None else {"Content-Type": "application/x-www-form-urlencoded"}
         retry_statuses = _RETRY_STATUSES if idempotent else _RETRY_STATUSES_UNSENT
         attempts = self.retries + 1
         for attempt in range(1, attempts + 1):
             try:
-                response = await self._client.post(url, content=body, headers=headers)
+                response = await self._client.request(method, url, content=body,
+                                                      headers=headers)
             except httpx.TransportError as exc:
                 error: TwilioRestError = TwilioTransportError(
                     action, status=None, message=f"{type(exc).__name__}: {exc}" if str(exc)
