@@ -162,6 +162,10 @@ class Settings:
         agent_spec = env.get("CALLBRIDGE_AGENT", "").strip() or None
         if agent_spec is not None:
             load_agent(agent_spec)  # a bad one stops startup here, naming the variable
+        from .twilio_rest import TwilioCredentials  # (it reads settings with this module)
+
+        TwilioCredentials.from_env(env)  # credentials set half-way stop startup here too
+        _url(env, "CALLBRIDGE_TWILIO_API_URL", None, {"http", "https"})
         return cls(
             openai_api_key=key,
             openai_base_url=base_url,
