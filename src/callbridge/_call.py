@@ -33,8 +33,8 @@ exceptions, timeouts and bad arguments into error outputs).
 
 Nurseries, each with one job: the call's own holds the Twilio reader and, inside it,
 the pumps' nursery (the Twilio writer, the model task, the timer, the `start` timeout,
-the tool calls), so that
-ending the call cancels the pumps while the reader stays to see Twilio's close; the
+the tool calls), so that ending the call cancels the pumps while the reader stays to
+see Twilio's close; the
 model task opens one nursery per model connection (its reader and writer), which is
 what makes the connection replaceable. Nothing outlives `run_call`.
 
@@ -53,11 +53,12 @@ seam for ending the call and talking to the model from outside it.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
@@ -309,19 +310,18 @@ class Call:
         if rest is None or call_sid is None:
             return False
         transfer = self._transfer
+        request: Callable[[], Awaitable[object]]
         if reason is EndReason.TRANSFERRED and transfer is not None:
-            action = "transfer"
+            action, request = "transfer", functools.partial(rest.update_call, call_sid,
+                                                            twiml=transfer)
         elif reason in (EndReason.HUNG_UP, EndReason.IDLE):
-            action = "hang_up"
+            action, request = "hang_up", functools.partial(rest.hang_up, call_sid)
         else:
             return False
         ok = False
         with trio.move_on_after(self.limits.rest_timeout) as scope:
             try:
-                if transfer is not None and action == "transfer":
-                    await rest.update_call(call_sid, twiml=transfer)
-                else:
-                    await rest.hang_up(call_sid)
+                await request()
                 ok = True
             except Exception as exc:  # Twilio's error, or the network's: logged, not fatal
                 # no traceback: the error says what Twilio (or the network) said
@@ -333,7 +333,7 @@ class Call:
         if self._on_event is not None:
             now = trio.current_time()
             self._on_event(ev.TwilioAction(at=now, wall=time.time(), action=action, ok=ok,
-                                           twiml=self._transfer if action == "transfer" else None))
+                                           twiml=transfer if action == "transfer" else None))
         return ok
 
     async def _expect_start(self) -> None:
