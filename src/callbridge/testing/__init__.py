@@ -9,6 +9,9 @@ so tests find both peers in one place. Both run on trio's `MockClock`;
 `serve_realtime_websocket` and `dial_twilio_stream` put them on real loopback
 sockets. `simulate_call` runs a whole call in memory (also the `simulate_call`
 pytest fixture); `babble`, `read_wav` and `write_wav` make and keep the audio.
+`LocalTwilio` fakes the platform around them: Twilio's REST API for calls (hang-up,
+redirect, `<Dial>` transfers, placing calls), signed webhooks and status/AMD
+callbacks, and the Media Streams it opens, in memory or on loopback.
 """
 from __future__ import annotations
 
@@ -35,30 +38,54 @@ from ._net import (
     serve_realtime_websocket,
     server_process,
 )
+from ._platform import (
+    AnsweringMachine,
+    Callback,
+    LocalTwilio,
+    OutboundCall,
+    Transfer,
+    answering_machine,
+    asgi_stream,
+    dial_stream,
+    memory_stream,
+)
+from ._platform_rest import PlatformCall, PlatformStream, RestRequest
 from ._twilio import SILENCE_FRAME, Heard, TwilioCaller, Utterance, speech_frame
 from ._voice import babble
 from ._wav import read_wav, write_wav
 
 __all__ = [
     "SILENCE_FRAME",
+    "AnsweringMachine",
     "Brain",
+    "Callback",
     "Handshake",
     "Heard",
     "HypercornProcess",
     "LocalRealtimeServer",
+    "LocalTwilio",
+    "OutboundCall",
+    "PlatformCall",
+    "PlatformStream",
     "Reply",
     "ResponseRecord",
+    "RestRequest",
     "ServerSession",
     "SimulatedCall",
     "ToolCall",
+    "Transfer",
     "Turn",
     "TwilioCaller",
     "Utterance",
+    "answering_machine",
+    "asgi_stream",
     "babble",
+    "dial_stream",
     "dial_twilio_stream",
     "echo_brain",
     "hypercorn_process",
     "memory_socket_pair",
+    "memory_stream",
     "pattern_audio",
     "read_wav",
     "scripted_brain",

@@ -142,8 +142,11 @@ class TwilioCaller:
         self.received: list[tuple[float, tw.TwilioMessage]] = []
         self.violations: list[str] = []
         self.closed_by_server = False
+        #: set once `run` has returned (the stream is over, whoever ended it)
+        self.finished = trio.Event()
         self._started = False
         self._hung_up = False
+        self._hang_up_requested = False
         # playback
         self._socket: MessageSocket | None = None
         self._seq = 0
@@ -162,6 +165,12 @@ class TwilioCaller:
         return next((u for u in self.utterances if u.at <= t - self.t0 < u.at + u.duration),
                     None)
 
+    def hang_up(self) -> None:
+        """End the stream as Twilio does when the call ends or leaves `<Connect>`
+        (REST `Status=completed`, a redirect): at the next frame the caller sends
+        `stop`, then closes its socket. Does nothing once the stream is over."""
+        self._hang_up_requested = True
+
     # --- running -----------------------------------------------------------------------
 
     async def _send(self, message: tw.TwilioMessage) -> None:
@@ -174,6 +183,12 @@ class TwilioCaller:
 
     async def run(self, socket: MessageSocket) -> None:
         """Play the whole call: returns after hang-up, or when the server closes."""
+        try:
+            await self._run(socket)
+        finally:
+            self.finished.set()
+
+    async def _run(self, socket: MessageSocket) -> None:
         self._socket = socket
         self.t0 = trio.current_time()
         await self._send(tw.Connected())
@@ -206,7 +221,7 @@ class TwilioCaller:
         while True:
             now = trio.current_time()
             elapsed = now - self.t0
-            if elapsed >= self.hangup_at:
+            if elapsed >= self.hangup_at or self._hang_up_requested:
                 break
             if self._first_audio_at is not None and self.hangup_after_audio is not None \
                     and now >= self._first_audio_at + self.hangup_after_audio:
