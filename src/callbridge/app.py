@@ -83,7 +83,8 @@ class CallbridgeApp(QuartTrio):
     what the settings describe; `limits` (buffers, timeouts) to `CallLimits()`.
     `stream_parameters`, when given, is called with the incoming-call webhook's
     fields and returns more `<Parameter>`s for the stream (sync or async): they reach
-    the agent as `CallContext.parameters`.
+    the agent as `CallContext.parameters`. `twilio_rest` defaults to
+    `TwilioRest.from_env()` (None without credentials); the app closes it.
     """
 
     def __init__(
@@ -94,6 +95,7 @@ class CallbridgeApp(QuartTrio):
         backend: RealtimeBackend | None = None,
         limits: CallLimits | None = None,
         stream_parameters: ParameterHook | None = None,
+        twilio_rest: TwilioRest | None = None,
     ) -> None:
         super().__init__("callbridge")
         self.stream_parameters = stream_parameters
@@ -106,7 +108,7 @@ class CallbridgeApp(QuartTrio):
         self.guard: TwilioGuard | None = None
         #: Twilio's REST API (hang-ups and transfers through Twilio, outbound calls),
         #: when credentials are set
-        self.twilio_rest: TwilioRest | None = None
+        self.twilio_rest = twilio_rest
         self.before_serving(self._configure)
         self.after_serving(self._close)
         self.add_url_rule("/", "health", self._health, methods=["GET"])
@@ -130,7 +132,8 @@ class CallbridgeApp(QuartTrio):
             named = {spec: load_agent(spec, variable="CALLBRIDGE_AGENTS")
                      for spec in self.settings.agents}
             self.call_agent = functools.partial(_agent_by_name, named, self.call_agent)
-        self.twilio_rest = TwilioRest.from_env()
+        if self.twilio_rest is None:
+            self.twilio_rest = TwilioRest.from_env()
         if self.settings.offline:
             log.warning(OFFLINE_NOTICE)
         if self.settings.twilio_auth_token:
@@ -336,9 +339,10 @@ def create_app(
     backend: RealtimeBackend | None = None,
     limits: CallLimits | None = None,
     stream_parameters: ParameterHook | None = None,
+    twilio_rest: TwilioRest | None = None,
 ) -> CallbridgeApp:
     return CallbridgeApp(settings, agent=agent, backend=backend, limits=limits,
-                         stream_parameters=stream_parameters)
+                         stream_parameters=stream_parameters, twilio_rest=twilio_rest)
 
 
 #: `hypercorn --worker-class trio callbridge.app:app`
