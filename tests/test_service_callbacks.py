@@ -78,7 +78,8 @@ async def test_amd_result_reaches_the_live_call_and_status_reaches_its_watcher()
     application.status_watchers[CALL_SID] = lambda form: statuses.append(form["CallStatus"])
     amd = {"CallSid": CALL_SID, "AnsweredBy": "machine_end_beep",
            "MachineDetectionDuration": "4200"}
-    assert (await post(application, "/amd-status", amd))[0] == 204
+    assert await post(application, "/amd-status", amd) == (
+        200, "machine_end_beep: told the live call\n")
     assert live.answered_by == ["machine_end_beep"]
     for status in ("ringing", "in-progress", "completed"):
         form = {"CallSid": CALL_SID, "CallStatus": status}

@@ -228,6 +228,7 @@ class Call:
         """Twilio's answering-machine detection said who answered: `answered_by`, and
         the agent's `on_answered_by` hook (whose errors are logged)."""
         self.answered_by = answered_by
+        log.info("call %s was answered by %s", self.call_sid, answered_by)
         agent = self._bridge.agent
         if agent is not None and agent.on_answered_by is not None:
             try:

@@ -295,9 +295,9 @@ class CallbridgeApp(QuartTrio):
         call = self.calls.by_call_sid(call_sid)
         if call is None:  # over, or its stream is served by another worker
             log.info("call %s answered by %s: not a call of this worker", call_sid, answered_by)
-        else:
-            call.answered(answered_by)
-        return Response("", 204)
+            return Response("", 204)
+        call.answered(answered_by)
+        return Response(f"{answered_by}: told the live call\n", 200, content_type="text/plain")
 
     async def _call_status(self) -> Response:
         """Twilio's status callbacks for calls placed through `place_call`."""
