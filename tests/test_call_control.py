@@ -14,6 +14,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
+import pytest
 import trio
 import trio.testing
 
@@ -22,7 +24,8 @@ from callbridge import Agent, EndReason, end_call, memory_socket_pair, run_call,
 from callbridge import events as ev
 from callbridge.local import LocalRealtimeServer, Reply, ToolCall, scripted_brain
 from callbridge.local._audio import tone
-from callbridge.testing import SimulatedCall, TwilioCaller, Utterance
+from callbridge.testing import LocalTwilio, SimulatedCall, TwilioCaller, Utterance
+from callbridge.twilio_rest import TwilioCredentials, TwilioRest
 
 
 class Operator:
@@ -174,3 +177,53 @@ async def test_without_rest_a_transfer_cannot_happen_and_the_model_is_told(
     assert "TWILIO_ACCOUNT_SID" in json.loads(next(iter(run.session.function_outputs.values()))
                                               )["error"]
     assert run.result.reason is EndReason.CALLER_HANGUP  # the call went on
+
+
+# --- through the local Twilio platform, over its REST API -----------------------------
+
+
+class Timed(httpx.AsyncBaseTransport):
+    """The platform's REST transport, noting when each request was made."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner, self.times = inner, []  # type: list[float]
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.times.append(trio.current_time())
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.mark.parametrize("action", ["hang_up", "transfer"])
+async def test_through_the_local_twilio_after_the_last_words(
+    autojump_clock: trio.testing.MockClock, action: str,
+) -> None:
+    tools = [end_call] if action == "hang_up" else [transfer_call("sip:desk@pbx.example.com")]
+    last = Reply(audio=tone(2000), transcript="One moment." if action == "transfer" else "Bye!",
+                 tool_calls=[ToolCall(tools[0].name, {})])
+    model = LocalRealtimeServer(scripted_brain([last]))
+    caller = TwilioCaller(hangup_at=30.0)
+    events: list[callbridge.CallEvent] = []
+    async with LocalTwilio(dial_outcome="completed", dial_duration_s=1.0) as twilio:
+        timed = Timed(twilio.transport)
+        credentials = TwilioCredentials(account_sid=twilio.account_sid,
+                                        username=twilio.account_sid,
+                                        password=twilio.auth_token)
+        async with TwilioRest(credentials, transport=timed) as rest, trio.open_nursery() as n:
+            twilio.attach(caller)
+            twilio_end, bridge_end = memory_socket_pair()
+            n.start_soon(caller.run, twilio_end)
+            result = await run_call(bridge_end, agent=Agent(greeting="Go.", tools=tools),
+                                    backend=model, on_event=events.append, twilio=rest)
+    run = SimulatedCall(result=result, caller=caller, model=model, events=events)
+    run.check_protocols()
+    [asked_at] = timed.times
+    goodbye = run.session.responses[0].outputs[0].item_id
+    assert run.caller.heard_audio() == bytes(run.session.produced[goodbye])
+    assert last_heard(run) <= asked_at < last_heard(run) + 0.1
+    if action == "hang_up":
+        assert twilio.hangups == [caller.call_sid] and result.reason is EndReason.HUNG_UP
+    else:
+        [transfer] = twilio.transfers
+        assert transfer.targets == ("sip:desk@pbx.example.com",) and transfer.kind == "sip"
+        assert result.reason is EndReason.TRANSFERRED
+    assert caller.finished.is_set()  # Twilio's `stop`, then its close
