@@ -32,10 +32,10 @@ from callbridge.testing import (
 CALLEE, NUMBER = "+14155550123", "+14155550199"
 
 
-def callee(call: OutboundCall) -> TwilioCaller:
-    """Says hello, listens to the agent, hangs up a second after its audio began."""
+def callee(call: OutboundCall, *, listens: float = 1.0) -> TwilioCaller:
+    """Says hello, listens to the agent, hangs up `listens` s after its audio began."""
     return TwilioCaller(utterances=[Utterance(at=0.2, duration=0.4)], hangup_at=30.0,
-                        hangup_after_audio=1.0, call_sid=call.sid)
+                        hangup_after_audio=listens, call_sid=call.sid)
 
 
 async def place(answer: Any, *cli_args: str) -> tuple[Any, str, str, LocalTwilio]:
@@ -81,12 +81,15 @@ async def test_an_outbound_call_from_the_cli_talks_to_the_agent() -> None:
 
 
 @pytest.mark.slow
-async def test_answering_machine_detection_reaches_the_live_call() -> None:
+@pytest.mark.parametrize(("answer", "verdict"), [
+    (lambda call: answering_machine(greeting_s=1.5, message_s=2.0), "machine_end_beep"),
+    (partial(callee, listens=5.0), "human"),  # on the line until the verdict came
+], ids=["machine", "human"])
+async def test_answering_machine_detection_reaches_the_live_call(answer: Any,
+                                                                 verdict: str) -> None:
     with trio.fail_after(120):
-        done, out, log, twilio = await place(
-            lambda call: answering_machine(greeting_s=1.5, message_s=2.0),
-            "--machine-detection")
+        done, out, log, twilio = await place(answer, "--machine-detection")
     assert done.returncode == 0, (out, done.stderr.decode(), log)
     [amd] = [c for c in twilio.callbacks if c.kind == "amd"]
-    assert amd.form["AnsweredBy"] == "machine_end_beep"
-    assert (amd.status, amd.body) == (200, "machine_end_beep: told the live call\n")
+    assert amd.form["AnsweredBy"] == verdict
+    assert (amd.status, amd.body) == (200, f"{verdict}: told the live call\n")
