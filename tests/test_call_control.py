@@ -227,3 +227,25 @@ async def test_through_the_local_twilio_after_the_last_words(
         assert transfer.targets == ("sip:desk@pbx.example.com",) and transfer.kind == "sip"
         assert result.reason is EndReason.TRANSFERRED
     assert caller.finished.is_set()  # Twilio's `stop`, then its close
+
+
+async def test_hang_up_with_a_line_says_it_in_full_then_hangs_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def shut_down(call: callbridge.Call) -> None:
+        await trio.sleep(0.5)  # the greeting is still playing
+        call.hang_up(say="We are restarting: please call back. Goodbye.")
+
+    script = [Reply(audio=tone(2000), transcript="Hello and welcome!"),
+              lambda turn: Reply(audio=tone(1500), transcript=turn.instructions or "")]
+    run, rest = await simulate(Agent(greeting="Hi."), script, act=shut_down)
+    assert rest is not None
+    run.check_protocols()
+    greeting, line = run.session.responses
+    assert line.transcript == "Say exactly this: We are restarting: please call back. Goodbye."
+    assert line.outputs[0].item_id in run.session.produced  # said after the greeting ended
+    heard = run.caller.heard_audio()
+    assert heard == b"".join(bytes(run.session.produced[r.outputs[0].item_id])
+                             for r in (greeting, line))  # both in full, in order
+    [(asked_at, what, _)] = rest.requests
+    assert what == "hang_up" and asked_at >= last_heard(run)

@@ -459,10 +459,15 @@ class Bridge:
 
     # --- the agent: tools, handoffs, guardrails, MCP approvals -------------------------
 
-    def end_after_playout(self, reason: EndReason, now: float) -> None:
+    def end_after_playout(self, reason: EndReason, now: float, say: str | None = None) -> None:
         """End the call once the agent's words under way have played (see
-        `Conversation.end_after_playout`): how the agent hangs up or transfers."""
-        self.conversation.end_after_playout(reason, now)
+        `Conversation.end_after_playout`): how the agent hangs up or transfers. `say`:
+        have the agent say this first."""
+        conversation = self.conversation
+        if say is None:
+            conversation.end_after_playout(reason, now)
+        else:
+            self._control.extend(conversation.end_after_goodbye(reason, now, say))
         self._settle(now)
 
     def _settle(self, now: float) -> None:

@@ -299,11 +299,13 @@ class Conversation:
             return [system_message(agent.idle_message), *self.request("idle")]
         return [system_message(agent.idle_goodbye), *self.end_after_goodbye(EndReason.IDLE, now)]
 
-    def end_after_goodbye(self, reason: EndReason, now: float) -> list[rt.ClientEvent]:
-        """Have the agent speak once more, then end the call with `reason` once that
-        has played (or `GOODBYE_LIMIT` seconds on, whichever comes first)."""
+    def end_after_goodbye(self, reason: EndReason, now: float,
+                          say: str | None = None) -> list[rt.ClientEvent]:
+        """Have the agent speak once more (`say`: exactly this), then end the call with
+        `reason` once that has played (or `GOODBYE_LIMIT` seconds on, whichever first)."""
         self.end_after_playout(reason, now)
-        return self.request("goodbye")
+        body = None if say is None else {"instructions": f"Say exactly this: {say}"}
+        return self.request("goodbye", body)
 
     def end_after_playout(self, reason: EndReason, now: float) -> None:
         """End the call with `reason` once the agent's words under way have played:
@@ -313,13 +315,15 @@ class Conversation:
         if self._ending is None:
             self._ending = (reason, now + GOODBYE_LIMIT)
             self._idle_at = None
+            if self._wanted is not None and self._wanted[0] == "reply":
+                self._wanted = None  # no more replies
 
     def settle(self, now: float, *, playing: bool) -> None:
         """Re-check the idle timer and an ending that may be due; call when something
         may have changed them. `playing`: the agent's audio is not all confirmed."""
         speaking = bool(playing or self._open or self._requested or self._calls)
         if self._ending is not None:
-            if not speaking:
+            if not (speaking or self._wanted):  # a goodbye may wait for its turn
                 self.finished = self._ending[0]
             return
         if speaking or self._wanted or self._caller_turn or self._speaking:
