@@ -182,14 +182,24 @@ def test_failures_become_error_outputs_and_the_call_goes_on() -> None:
     assert bridge.stats.tool_failures == 2 and bridge.end_reason is None
 
 
-def test_an_old_sessions_call_answered_after_a_reconnect_is_dropped() -> None:
+def test_a_call_running_across_a_reconnect_is_restored_and_answered_there() -> None:
     bridge = connected()
     bridge.receive_model(created("r1"), 100.0)
+    bridge.receive_model(delta(b"\x01" * 160, item="i1"), 100.0)
+    bridge.receive_model(rt.OutputAudioTranscriptDone(response_id="r1", item_id="i1",
+                                                      transcript="Let me check."), 100.05)
     bridge.receive_model(call("c1"), 100.1)
-    bridge.model_connected(100.5)  # a new session: it has no call c1
-    assert [type(e) for e in sent(bridge)] == [rt.SessionUpdate]
+    bridge.model_connected(100.5)  # a new session: it knows nothing of c1 but what we tell
+    update, said, restored = sent(bridge)
+    assert isinstance(update, rt.SessionUpdate)
+    assert said == rt.ConversationItemCreate(item={
+        "type": "message", "role": "assistant",
+        "content": [{"type": "output_text", "text": "Let me check."}]})
+    assert restored == rt.ConversationItemCreate(item={
+        "type": "function_call", "call_id": "c1", "name": "lookup_order",
+        "arguments": '{"order_id": "123456"}'})
     bridge.tool_result("c1", ok("late"), 101.0)
-    assert sent(bridge) == []
+    assert sent(bridge) == [output("c1", "late"), REPLY]  # its response is long over
 
 
 def test_a_refused_response_create_waits_for_the_active_response() -> None:

@@ -69,6 +69,7 @@ from . import twilio as tw
 from ._calldata import CallLimits, CallRefused, CallResult, CallStats
 from ._conversation import Conversation
 from ._errors import RemoteProtocolError
+from ._history import History
 from ._payload import base64_size, join_base64, silence, whole_ms
 from ._playback import Interruption, Playback
 from ._playout import Playout, Sent
@@ -143,8 +144,7 @@ class Bridge:
                                coalesce_bytes=limits.coalesce_ms * bytes_per_ms)
         self.conversation = Conversation(agent)
         self._tool_calls: deque[PendingTool] = deque()
-        self._tool_started: dict[str, tuple[str, float]] = {}  # call id -> name, when
-        self._said: dict[str, str] = {}  # the agent's words so far, by item (guardrails)
+        self.history = History()  # what a new session is told (and the words so far)
         self._tripped: set[str] = set()  # responses a guardrail cut off
         self._spoken = False  # the model produced audio (its voice is fixed now)
 
@@ -365,9 +365,9 @@ class Bridge:
         self._control.extend(self.conversation.connected(first=first))  # the greeting
         if first:
             self._control.extend(queued)
-        else:  # anything unsent names the old connection's items; its audio is over:
+        else:  # anything unsent names the old session's items; its audio is over:
             self.playout.interrupt(now)  # as at a barge-in, minus its events
-            self._tool_calls.clear()
+            self._control.extend(self.history.restore())  # the conversation so far
         self._control.extend(self.conversation.send_waiting())
         self._emit(ev.ModelConnected, now, connection=self.stats.model_connections)
         self._settle(now)
@@ -412,11 +412,14 @@ class Bridge:
             log.warning("model error %s: %s", event.error.code, event.error.message)
             if event.error.code == "conversation_already_has_active_response":
                 self._control.extend(conversation.rejected())
+            elif event.error.code in rt.FATAL_ERRORS:  # no new session would fare better
+                self.end(EndReason.MODEL_ERROR, f"{event.error.code}: {event.error.message}")
             self._emit(ev.ModelError, now, code=event.error.code, message=event.error.message)
         elif isinstance(event, rt.OutputAudioTranscriptDone):
-            self._said.pop(event.item_id, None)
+            self.history.agent_said(event.item_id, event.transcript)
             self._emit(ev.AgentTranscript, now, item_id=event.item_id, text=event.transcript)
         elif isinstance(event, rt.InputTranscriptionCompleted):
+            self.history.caller_said(event.transcript)
             self._emit(ev.CallerTranscript, now, item_id=event.item_id, text=event.transcript)
         elif isinstance(event, rt.UnknownServerEvent):
             item = event.raw.get("item")
@@ -453,6 +456,8 @@ class Bridge:
             self._emit(ev.Cancel, now, response_id=decision.cancel.response_id)
         if decision.truncate is not None:
             self.stats.truncations += 1
+            self.history.truncated(decision.truncate.item_id, decision.truncate.audio_end_ms,
+                                   decision.produced_ms or 0)
             self._emit(ev.Truncate, now, item_id=decision.truncate.item_id,
                        audio_end_ms=decision.truncate.audio_end_ms)
         return decision
@@ -480,17 +485,13 @@ class Bridge:
         agent = self.agent
         assert agent is not None
         tool = agent.find_tool(event.name)
-        filler = None
-        if tool is not None and tool.filler_after is not None:
-            filler = (tool.filler_after, tool.filler)
-        if not self.conversation.function_call(event.response_id, event.call_id, now, filler):
+        if not self.conversation.function_call(event.response_id, event.call_id, now, tool):
             return  # already known
-        self._tool_started[event.call_id] = (event.name, now)
+        self.history.function_call(event.call_id, event.name, event.arguments, now)
         self._emit(ev.ToolCall, now, call_id=event.call_id, name=event.name,
                    arguments=event.arguments)
         if tool is None:
-            log.warning("the model called %r, which agent %r does not have", event.name,
-                        agent.name)
+            log.warning("the model called %r, which agent %r lacks", event.name, agent.name)
             self._tool_output(event.call_id, _error(f"there is no tool named {event.name!r}"),
                               "unknown_tool", now)
         else:
@@ -515,12 +516,11 @@ class Bridge:
     def _tool_output(self, call_id: str, output: str, outcome: str, now: float) -> None:
         self._control.extend(self.conversation.output(call_id, {
             "type": "function_call_output", "call_id": call_id, "output": output}))
-        name, started = self._tool_started.pop(call_id, ("?", now))
+        name, duration = self.history.function_output(call_id, output, now)
         self.stats.tool_calls += 1
-        if outcome != "ok":
-            self.stats.tool_failures += 1
+        self.stats.tool_failures += outcome != "ok"
         self._emit(ev.ToolResult, now, call_id=call_id, name=name, outcome=outcome,
-                   output=output, duration=now - started)
+                   output=output, duration=duration)
 
     def _hand_off(self, to: Agent, now: float) -> str | None:
         """Continue the conversation as agent `to`; why not, if it cannot be."""
@@ -541,7 +541,7 @@ class Bridge:
         assert agent is not None
         if context is None or event.response_id in self._tripped:
             return  # before `start` (only a greeting can be that early): the words keep
-        text = self._said[event.item_id] = self._said.get(event.item_id, "") + event.delta
+        text = self.history.agent_words(event.item_id, event.delta)
         verdict = agent.guard(text, context)
         if not verdict:
             return

@@ -45,13 +45,16 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from . import realtime as rt
 from .agent import Agent, CallContext
 from .events import EndReason
+
+if TYPE_CHECKING:
+    from .tools import Tool
 
 __all__ = ["OURS", "Conversation"]
 
@@ -160,10 +163,13 @@ class Conversation:
         self._caller_turn = self._speaking = False
         self._connected = True
         events: list[rt.ClientEvent] = []
-        if not first:  # the old session's calls and requests named its conversation
-            self._wanted = None
-            self._batches.clear()
-            self._calls.clear()
+        if not first:  # the old session's requests named its conversation; its calls are
+            self._wanted = None  # restored (`History`), and their responses are over
+            for response_id, batch in list(self._batches.items()):
+                batch.done = True
+                if not batch.pending:  # answered, but its response never got to end
+                    del self._batches[response_id]
+                    self._wanted = ("reply", None)
             self._fillers.clear()
         elif self.agent is not None and self.agent.greeting is not None:
             events.append(self._create("greeting", {"instructions": self.agent.greeting}))
@@ -225,15 +231,15 @@ class Conversation:
     # --- tools ---------------------------------------------------------------------------
 
     def function_call(self, response_id: str, call_id: str, now: float,
-                      filler: tuple[float, str] | None = None) -> bool:
+                      tool: Tool | None = None) -> bool:
         """A call (or MCP approval request) of `response_id` needs an output. False:
-        already known. `filler`: (after how long, what to say) while it runs."""
+        already known. `tool`: the one called, whose filler line may be due."""
         if call_id in self._calls:
             return False
         self._batches.setdefault(response_id, _Batch()).pending.add(call_id)
         self._calls[call_id] = response_id
-        if filler is not None:
-            self._fillers[call_id] = (now + filler[0], filler[1])
+        if tool is not None and tool.filler_after is not None:
+            self._fillers[call_id] = (now + tool.filler_after, tool.filler)
         return True
 
     def output(self, call_id: str, item: Mapping[str, Any]) -> list[rt.ClientEvent]:

@@ -80,8 +80,10 @@ class Interruption:
     truncate: rt.ConversationItemTruncate | None = None
     deletes: tuple[rt.ConversationItemDelete, ...] = ()
     cancel: rt.ResponseCancel | None = None
-    #: what the caller heard of the item being played, in ms (for logs and stats)
+    #: what the caller heard of the item being played, in ms (for logs and stats),
+    #: and how much of it the model had produced
     heard_ms: int | None = None
+    produced_ms: int | None = attrs.field(default=None, eq=False)
 
     @property
     def events(self) -> list[rt.ClientEvent]:
@@ -239,7 +241,7 @@ class Playback:
         be queued there, so it needs a `clear` too. `cancel`: cancel the response even
         if the session cancels on speech (the caller did not speak: a guardrail)."""
         truncate = None
-        heard_ms = None
+        heard_ms = produced_ms = None
         deletes: list[rt.ConversationItemDelete] = []
         position = self.heard(now)
         if position is not None:
@@ -264,7 +266,7 @@ class Playback:
         self._active.clear()
         result = Interruption(
             clear=self.outstanding or sending, truncate=truncate, deletes=tuple(deletes),
-            cancel=cancel_event, heard_ms=heard_ms
+            cancel=cancel_event, heard_ms=heard_ms, produced_ms=produced_ms
         )
         self.generation += 1
         self._queue.clear()

@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 __all__ = [
+    "FATAL_ERRORS",
     "AudioConfig",
     "AudioFormat",
     "AudioInput",
@@ -116,6 +117,14 @@ class Session:
     audio: AudioConfig | None = None
     tools: tuple[Mapping[str, Any], ...] | None = None
     tool_choice: str | None = None
+
+
+#: `error` codes after which no new session would fare better: the call ends (politely).
+#: Every other error is logged and the call goes on; `session_expired` is followed by
+#: the server closing, which the call survives by opening a new session. UNCONFIRMED
+#: for the realtime API beyond `session_expired`: these are OpenAI's general codes.
+FATAL_ERRORS = frozenset({"invalid_api_key", "insufficient_quota", "model_not_found",
+                          "beta_api_shape_disabled"})
 
 
 # --- client events (bridge -> model) --------------------------------------------
