@@ -12,7 +12,7 @@ import pytest
 from _schema import validate_client_event
 
 from callbridge._cli import main
-from callbridge._demo import FILLER, HANG_UP_AT, ORDER_NUMBER, TOOL_SECONDS, run_demo
+from callbridge._demo import FILLER, GOODBYE, ORDER_NUMBER, TOOL_SECONDS, run_demo
 from callbridge.testing import read_wav
 
 FRAME = 160
@@ -27,7 +27,7 @@ TRANSCRIPTS = [
     "",
     FILLER,
     CONFIRMATION,
-    "Confirmed. Thanks for calling!",
+    GOODBYE,
 ]
 
 
@@ -63,14 +63,15 @@ async def test_the_demo_call_on_virtual_time(autojump_clock: object, tmp_path: P
     assert report.response_latencies[0] < 0.1
 
     # the tool ran once, and its output reached the model, which read it back
-    [call] = session.tool_calls
+    call, bye_call = session.tool_calls
     assert (call.name, json.loads(call.arguments)) == (
         "place_order", {"item": "margherita", "size": "large"})
-    [output] = [e["item"] for e in received if e["type"] == "conversation.item.create"
-                and e["item"]["type"] == "function_call_output"]
+    output, bye_output = [e["item"] for e in received if e["type"] == "conversation.item.create"
+                          and e["item"]["type"] == "function_call_output"]
     assert output["call_id"] == call.call_id
     assert json.loads(output["output"])["order"] == ORDER_NUMBER
-    assert session.function_outputs == {call.call_id: output["output"]}
+    assert session.function_outputs == {call.call_id: output["output"],
+                                        bye_call.call_id: bye_output["output"]}
     [use] = report.tool_uses
     assert use.seconds == pytest.approx(TOOL_SECONDS) and use.fillers == 1
 
@@ -78,7 +79,7 @@ async def test_the_demo_call_on_virtual_time(autojump_clock: object, tmp_path: P
     filler, answer = session.responses[3], session.responses[4]
     assert creates[1]["conversation"] == "none" and filler.out_of_band
     assert FILLER in creates[1]["instructions"]
-    heard = caller.heard_audio(caller.t0 + HANG_UP_AT)
+    heard = caller.heard_audio()
     filler_audio, answer_audio = (bytes(session.produced[str(r.item_id)])
                                   for r in (filler, answer))
     assert heard.index(filler_audio) + len(filler_audio) <= heard.index(answer_audio)
@@ -92,12 +93,38 @@ async def test_the_demo_call_on_virtual_time(autojump_clock: object, tmp_path: P
     assert keyed[1]["type"] == "response.create"
     assert keyed[1]["response"]["metadata"] == {"callbridge": "reply"}
     assert report.keypresses == "1#" and report.user_messages == ["The caller pressed 1 #."]
-    assert heard.endswith(bytes(session.produced[str(session.responses[5].item_id)]))
+
+    # the goodbye: said with end_call in one response, heard in full, then the hang-up
+    goodbye = session.responses[5]
+    assert [o.call and o.call.name for o in goodbye.outputs] == [None, "end_call"]
+    assert (bye_call.name, bye_call.arguments, bye_output["call_id"]) == (
+        "end_call", "{}", bye_call.call_id)
+    goodbye_audio = bytes(session.produced[str(goodbye.item_id)])
+    assert heard.endswith(goodbye_audio)  # all of it, and nothing after it
+    twilio, bye = report.twilio, report.hang_up
+    assert bye is not None and bye.heard_ms == bye.produced_ms == len(goodbye_audio) / 8
+    # exactly one hang-up request reached the local Twilio, and it ended the call
+    [hang_up] = twilio.requests
+    assert (hang_up.method, hang_up.path, hang_up.form, hang_up.status) == (
+        "POST", f"/2010-04-01/Accounts/{twilio.account_sid}/Calls/{caller.call_sid}.json",
+        (("Status", "completed"),), 200)
+    assert twilio.hangups == [caller.call_sid] and len(bye.requests) == 1
+    assert twilio.calls[caller.call_sid].statuses == ["in-progress", "completed"]
+    # it came once the phone had played the goodbye's last byte (its mark echoed), at once
+    last_played = max(h.end if h.cut_at is None else h.cut_at for h in caller.heard)
+    assert last_played == max(t for t, _ in caller.echoes)  # the last mark came back then
+    assert bye.goodbye_played_at == last_played - caller.t0
+    assert 0 <= bye.requests[0] - bye.goodbye_played_at < 0.2
+    assert report.reason == "hung_up" and not caller.closed_by_server  # `stop`, then close
+    # no reply was asked for after end_call's output
+    assert "response.create" not in [e["type"] for e in _after(
+        received, lambda e: e["type"] == "conversation.item.create" and e["item"] == bye_output)]
 
     # the tracks: on the call's clock, the agent track is exactly what the phone played
     caller_wav, agent_wav = (read_wav(tmp_path / n) for n in ("caller.wav", "agent.wav"))
     assert caller_wav == bytes(caller.sent_audio) == bytes(session.input_audio)
-    assert len(agent_wav) == len(caller_wav) == HANG_UP_AT * 8000
+    assert len(agent_wav) == len(caller_wav)
+    assert 19.5 < len(caller_wav) / 8000 < 21  # until the hang-up, not the caller's 30 s
     assert agent_wav.replace(b"\xff", b"") == heard.replace(b"\xff", b"")
     greeting = bytes(session.produced[cut.item_id])
     start = round(report.response_latencies[0] * 8000)
@@ -110,7 +137,12 @@ async def test_the_demo_call_on_virtual_time(autojump_clock: object, tmp_path: P
                      f'function_call_output of place_order: {output["output"]}',
                      "presses # (dtmf)", 'user message: "The caller pressed 1 #."',
                      f'"{CONFIRMATION}"', "1 tool call (place_order, 2.5 s) with 1 filler line",
-                     "keypresses 1 #", "hangs up", "caller.wav", "agent.wav"]:
+                     "keypresses 1 #", "calls end_call({}) after its goodbye",
+                     "function_call_output of end_call",
+                     "asks Twilio to hang up (REST Status=completed), 0 ms after the goodbye's",
+                     "twilio  stop (the call ends)",
+                     "the agent hung up after its goodbye played in full",
+                     "The call ended: hung_up.", "caller.wav", "agent.wav"]:
         assert expected in text
     assert "off script" not in text
 
@@ -144,5 +176,9 @@ def test_demo_command_over_loopback(tmp_path: Path) -> None:
     assert "Truncation: the bridge told the model" in out
     assert "calls place_order(" in out and "function_call_output of place_order" in out
     assert 'user message: "The caller pressed 1 #."' in out
-    assert f"Order {ORDER_NUMBER}" in out and "Confirmed. Thanks for calling!" in out
-    assert len(read_wav(tmp_path / "agent.wav")) == HANG_UP_AT * 8000
+    assert f"Order {ORDER_NUMBER}" in out and GOODBYE in out
+    # the agent hung up through the local Twilio, once its goodbye had played in full
+    assert "calls end_call({})" in out and "asks Twilio to hang up (REST Status=completed)" in out
+    assert "twilio  stop (the call ends)" in out and "hangs up (stop)" not in out
+    assert "the agent hung up after its goodbye played in full" in out
+    assert len(read_wav(tmp_path / "agent.wav")) < 30 * 8000  # never the caller's bound

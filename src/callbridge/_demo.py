@@ -2,15 +2,16 @@
 
 The call is real where it matters: callbridge runs as the service (under hypercorn's
 trio worker, in this process), the model is the local realtime server on a real
-WebSocket, and the caller is the synthetic Twilio that plays what it receives in
-real time and echoes marks the way Twilio does. The script: the agent greets, the
-caller cuts in, the agent answers, the caller orders; the model calls the tool
-`place_order`, which is slow (2.5 s), so the agent says a filler line while it runs,
-then reads the order number it returned back and asks the caller to press 1 then
-pound; the caller does (DTMF), the keys reach the model as a user message, the
-agent confirms, and the caller hangs up. The agent keeps the default
-`idle_timeout` (8 s): the caller is never silent that long after the agent's audio
-has played, so no idle prompt comes (the test holds that).
+WebSocket, the caller is the synthetic Twilio that plays what it receives in real
+time and echoes marks as Twilio does, and Twilio's REST API is `LocalTwilio`'s. The
+script: the agent greets, the caller cuts in, the agent answers, the caller orders;
+the model calls `place_order`, which is slow (2.5 s), so the agent says a filler
+line while it runs, then reads the order number back and asks the caller to press 1
+then pound; the caller does (DTMF), the keys reach the model as a user message, and
+the agent confirms and says goodbye, calling `end_call` in the same response: once
+the goodbye has played in full (its last mark came back) the bridge asks Twilio to
+end the call (REST), and Twilio stops the stream. No idle prompt comes (the default
+`idle_timeout`, 8 s of silence, never passes).
 
 The model's side is a script (`scripted_brain`), but it answers from what reaches
 it: the confirmation is made of the tool's output (`Turn.function_outputs`), the
@@ -21,9 +22,9 @@ only once the keypresses arrived (`Turn.messages`); otherwise the agent says an
 The timeline is built afterwards from the two peers' records, which are the ground
 truth: when the caller spoke, which keys they pressed (their schedule: each key goes
 with the next 20 ms media frame) and what their phone played (and when `clear` cut
-it), and what the model sent and received (`ServerSession.timeline`). The same
-scenario runs without sockets on trio's `MockClock` (`loopback=False`), which is how
-the test suite runs it.
+it), what the model sent and received (`ServerSession.timeline`), and the REST
+requests the local Twilio got (timed as they arrive). The same scenario runs without
+sockets on trio's `MockClock` (`loopback=False`), which is how the test suite runs it.
 """
 
 from __future__ import annotations
@@ -40,12 +41,14 @@ import attrs
 import trio
 
 from . import twilio as tw
+from ._call import run_call
+from ._sockets import memory_socket_pair
 from .agent import Agent
+from .calltools import end_call
 from .local import Brain, LocalRealtimeServer, Reply, ToolCall, Turn, scripted_brain
-from .testing import Heard, TwilioCaller, Utterance, simulate_call
-from .testing._voice import babble
-from .testing._wav import write_wav
+from .testing import Heard, LocalTwilio, TwilioCaller, Utterance, babble, write_wav
 from .tools import tool
+from .twilio_rest import TwilioCredentials, TwilioRest
 
 __all__ = ["DemoReport", "run_demo"]
 
@@ -69,9 +72,9 @@ async def place_order(item: str, size: str) -> dict[str, object]:
 
 
 AGENT = Agent(
-    instructions="You take orders for Callbridge Pizza with place_order. Be brief and friendly.",
+    instructions="Take Callbridge Pizza orders with place_order; say goodbye with end_call.",
     greeting="Greet the caller and mention today's offer.",
-    tools=[place_order],
+    tools=[place_order, end_call],
 )
 
 #: (when the caller starts, what they say, seconds), in call time
@@ -81,16 +84,19 @@ CALLER_LINES = [
 ]
 #: (when, key): the caller confirms once the agent has read the order back
 KEYPRESSES = [(16.4, "1"), (16.9, "#")]
-HANG_UP_AT = 20.0
+#: a safety bound: the agent hangs up first, once its goodbye has played (about 20 s)
+CALLER_HANGS_UP_AT = 30.0
 
 ORDER_CALL_ID = "call_demo_order"
 ORDER_CALL = ToolCall("place_order", {"item": "margherita", "size": "large"},
                       call_id=ORDER_CALL_ID)
 CONFIRMATION = "Order {order}: one {item}, ready in {ready_in}. Press 1 then pound to confirm."
+GOODBYE = "Confirmed. Thanks for calling Callbridge Pizza, goodbye!"
 
 
-def _says(text: str, seconds: float, seed: int) -> Reply:
-    return Reply(audio=babble(round(seconds * 1000), pitch_hz=210, seed=seed), transcript=text)
+def _says(text: str, seconds: float, seed: int, *calls: ToolCall) -> Reply:
+    return Reply(audio=babble(round(seconds * 1000), pitch_hz=210, seed=seed), transcript=text,
+                 tool_calls=calls)
 
 
 def _off_script(why: str) -> Reply:
@@ -114,7 +120,8 @@ def _confirm(turn: Turn) -> Reply:
 def _confirmed(turn: Turn) -> Reply:
     keys = " ".join(key for _, key in KEYPRESSES)
     if any(role == "user" and f"pressed {keys}." in text for role, text in turn.messages):
-        return _says("Confirmed. Thanks for calling!", 2.0, seed=4)
+        # the goodbye message first, then the call: the model's order in one response
+        return _says(GOODBYE, 2.6, 4, ToolCall("end_call", {}))
     return _off_script(f"no keypresses in {list(turn.messages)}")
 
 
@@ -126,19 +133,14 @@ def _script() -> list[Reply | Brain]:
               5.0, seed=0),
         _says("Of course, go ahead. What would you like?", 1.8, seed=1),
         Reply(tool_calls=[ORDER_CALL]),
-        _filler,
-        _confirm,
-        _confirmed,
+        _filler, _confirm, _confirmed,
     ]
 
 #: what the bridge's `response.create` asks for, by its `metadata.callbridge`
 PURPOSES = {
-    "greeting": "asks for the greeting",
-    "reply": "asks for the answer",
-    "filler": "asks for a filler line (out of band)",
-    "line": "asks for a guardrail's line",
-    "idle": "prompts the agent to check on a silent caller",
-    "goodbye": "asks for a goodbye",
+    "greeting": "asks for the greeting", "reply": "asks for the answer",
+    "filler": "asks for a filler line (out of band)", "line": "asks for a guardrail's line",
+    "idle": "prompts the agent to check on a silent caller", "goodbye": "asks for a goodbye",
 }
 
 
@@ -182,26 +184,40 @@ class ToolUse:
 
 
 @attrs.frozen(kw_only=True)
+class HangUp:
+    """The goodbye said with `end_call`, then the hang-up requests Twilio got (call time)."""
+
+    requests: list[float]
+    goodbye_played_at: float | None  # when the caller's phone was done playing it
+    heard_ms: float
+    produced_ms: float
+
+
+@attrs.frozen(kw_only=True)
 class DemoReport:
     entries: list[Entry]
     interruptions: list[Interruption]
     #: per agent turn heard: seconds from what made the agent speak (the call's start,
     #: the caller's silence or keypress, a filler asked for, a tool's output) to its audio
     response_latencies: list[float]
+    #: the agent's tools (`end_call` is in `hang_up`)
     tool_uses: list[ToolUse]
     #: the keys the caller pressed, and the user messages the model got
     keypresses: str
     user_messages: list[str]
+    hang_up: HangUp | None
+    #: how the call ended: the bridge's `CallResult.reason` (in memory; None over loopback)
+    reason: str | None
     caller_track: bytes = attrs.field(repr=False)
     agent_track: bytes = attrs.field(repr=False)
     files: list[Path]
     caller: TwilioCaller = attrs.field(repr=False)
     model: LocalRealtimeServer = attrs.field(repr=False)
+    twilio: LocalTwilio = attrs.field(repr=False)
 
     def timeline(self) -> str:
-        lines = ["   time  who     what"]
-        lines += [f"{e.at:7.3f}  {e.who:<6}  {e.what}" for e in self.entries]
-        return "\n".join(lines)
+        return "\n".join(["   time  who     what"]
+                         + [f"{e.at:7.3f}  {e.who:<6}  {e.what}" for e in self.entries])
 
 
 def _peers() -> tuple[TwilioCaller, LocalRealtimeServer]:
@@ -210,34 +226,47 @@ def _peers() -> tuple[TwilioCaller, LocalRealtimeServer]:
     utterances = [Utterance.recorded(babble(round(s * 1000), pitch_hz=120, seed=10 + i,
                                             level=0.35), at=at)
                   for i, (at, _, s) in enumerate(CALLER_LINES)]
-    caller = TwilioCaller(utterances=utterances, hangup_at=HANG_UP_AT, dtmf=KEYPRESSES,
+    caller = TwilioCaller(utterances=utterances, hangup_at=CALLER_HANGS_UP_AT, dtmf=KEYPRESSES,
                           custom_parameters={"from": "+15550100", "to": "+15550199"})
     return caller, model
 
 
-async def _call_in_memory(caller: TwilioCaller, model: LocalRealtimeServer) -> str:
-    await simulate_call(caller, agent=AGENT, model=model)
-    return "in memory on virtual time: run_call <-> local model, no sockets"
+async def _clock(twilio: LocalTwilio, times: list[float]) -> None:
+    """Note when each REST request reaches `twilio` (its records carry no time)."""
+    while True:  # `wait_for` wakes us the moment a record changes
+        await twilio.wait_for(lambda: len(twilio.requests) > len(times))
+        times.extend([trio.current_time()] * (len(twilio.requests) - len(times)))
+
+
+async def _call_in_memory(caller: TwilioCaller, model: LocalRealtimeServer,
+                          rest: TwilioRest) -> tuple[str, str | None]:
+    twilio_end, bridge_end = memory_socket_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(caller.run, twilio_end)
+        result = await run_call(bridge_end, agent=AGENT, backend=model, twilio=rest)
+    return ("in memory on virtual time: run_call <-> local model, the local Twilio's REST "
+            "API in memory, no sockets"), result.reason
 
 
 @contextmanager
-def _without_the_unguarded_warning() -> Iterator[None]:
-    """The service warns when it runs without TWILIO_AUTH_TOKEN; the demo's listens on
-    127.0.0.1 for the demo's own synthetic caller, so that warning is noise here."""
+def _quiet_servers() -> Iterator[None]:
+    """Without the warning that the service runs without TWILIO_AUTH_TOKEN (it listens on
+    127.0.0.1 for the demo's caller) and the local Twilio's "Running on": noise here."""
     from .app import UNGUARDED_NOTICE
 
-    def keep(record: logging.LogRecord) -> bool:
-        return record.msg is not UNGUARDED_NOTICE
-
-    app_log = logging.getLogger("callbridge.app")
-    app_log.addFilter(keep)
+    quiet = [(logging.getLogger("callbridge.app"), lambda r: r.msg is not UNGUARDED_NOTICE),
+             (logging.getLogger("hypercorn.error"), lambda r: "Running on" not in str(r.msg))]
+    for log, keep in quiet:
+        log.addFilter(keep)
     try:
         yield
     finally:
-        app_log.removeFilter(keep)
+        for log, keep in quiet:
+            log.removeFilter(keep)
 
 
-async def _call_over_loopback(caller: TwilioCaller, model: LocalRealtimeServer) -> str:
+async def _call_over_loopback(caller: TwilioCaller, model: LocalRealtimeServer,
+                              rest: TwilioRest) -> tuple[str, None]:
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
@@ -249,11 +278,8 @@ async def _call_over_loopback(caller: TwilioCaller, model: LocalRealtimeServer) 
         port = await nursery.start(partial(serve_realtime_websocket, model))
         settings = Settings(openai_api_key="sk-local-demo-not-a-key",
                             openai_base_url=f"http://127.0.0.1:{port}/v1")
-        config = Config()
-        config.bind = ["127.0.0.1:0"]
-        config.accesslog = None
-        config.errorlog = None
-        app = create_app(settings, agent=AGENT)
+        config = Config.from_mapping(bind=["127.0.0.1:0"], accesslog=None, errorlog=None)
+        app = create_app(settings, agent=AGENT, twilio_rest=rest)
         binds: list[str] = await nursery.start(partial(serve, app, config))  # type: ignore[arg-type]
         host = binds[0].removeprefix("http://")
         await dial_twilio_stream(caller, f"ws://{host}/media-stream")
@@ -261,7 +287,8 @@ async def _call_over_loopback(caller: TwilioCaller, model: LocalRealtimeServer) 
             await model.wait_for_sessions(lambda sessions: bool(sessions) and sessions[0].closed)
         nursery.cancel_scope.cancel()
     return (f"callbridge under hypercorn's trio worker at http://{host}, local model at "
-            f"ws://127.0.0.1:{port}/v1/realtime")
+            f"ws://127.0.0.1:{port}/v1/realtime, local Twilio's REST API at {rest.base_url}"
+            ), None  # the service keeps its call's result to itself
 
 
 async def run_demo(
@@ -278,14 +305,24 @@ async def run_demo(
     """
     caller, model = _peers()
     echo("callbridge demo: a simulated phone call, no keys, nothing leaves this machine.")
-    echo(f"Placing the call ({HANG_UP_AT:.0f} s of call time)...")
-    with _without_the_unguarded_warning():
-        how = await (_call_over_loopback if loopback else _call_in_memory)(caller, model)
-    report = _report(caller, model)
+    echo("Placing the call (about 20 s of call time, until the agent hangs up)...")
+    times: list[float] = []
+    with _quiet_servers():
+        async with LocalTwilio() as twilio, trio.open_nursery() as platform:
+            platform.start_soon(_clock, twilio, times)
+            where = ({"base_url": await platform.start(twilio.serve)} if loopback
+                     else {"transport": twilio.transport})
+            sid, token = twilio.account_sid, twilio.auth_token
+            credentials = TwilioCredentials(account_sid=sid, username=sid, password=token)
+            twilio.attach(caller)  # an inbound call of the platform's: REST ends it by CallSid
+            async with TwilioRest(credentials, **where) as rest:  # (the service closes it too)
+                how, reason = await (_call_over_loopback if loopback else _call_in_memory)(
+                    caller, model, rest)
+            platform.cancel_scope.cancel()
+    report = _Timeline(caller, model, twilio, times).report(reason)
     echo(f"  {how}\n")
     echo(report.timeline())
-    echo("")
-    echo(_summary(report))
+    echo("\n" + _summary(report))
     if out_dir is not None:
         await trio.to_thread.run_sync(_save, report, out_dir)
         echo(f"Wrote {out_dir / 'caller.wav'} (what the caller said) and "
@@ -317,6 +354,10 @@ def _summary(report: DemoReport) -> str:
                       + (f" with {_plural(fillers, 'filler line')}" if fillers else ""))
     if report.keypresses:
         counts.append(f"keypresses {' '.join(report.keypresses)}")
+    bye = report.hang_up
+    if bye is not None and bye.requests:
+        counts.append("the agent hung up after its goodbye played "
+                      + ("in full" if bye.heard_ms >= bye.produced_ms else "in part"))
     lines = [", ".join(counts) + "."]
     for i in report.interruptions:
         if i.clear_ms is not None:
@@ -334,14 +375,19 @@ def _summary(report: DemoReport) -> str:
                if report.user_messages else "no user message")
         lines.append(f"Keypresses: the caller pressed {' '.join(report.keypresses)}; "
                      f"the model got {got}")
+    if bye is not None and bye.requests and bye.goodbye_played_at is not None:
+        lines.append(f"Hang-up: the caller heard {bye.heard_ms:.0f} ms of the "
+                     f"{bye.produced_ms:.0f} ms goodbye; Twilio was asked to hang up "
+                     f"{_after(bye.requests[0] - bye.goodbye_played_at)} it had played.")
+    lines += [f"The call ended: {report.reason}."] if report.reason is not None else []
     return "\n".join(lines)
 
 
+def _after(seconds: float) -> str:
+    return f"{abs(seconds) * 1000:.0f} ms {'after' if seconds >= 0 else 'BEFORE'}"
+
+
 # --- building the timeline from the peers' records -------------------------------------
-
-
-def _report(caller: TwilioCaller, model: LocalRealtimeServer) -> DemoReport:
-    return _Timeline(caller, model).report()
 
 
 class _Timeline:
@@ -353,8 +399,13 @@ class _Timeline:
     first delta the model sent last before the chunk reached the phone.
     """
 
-    def __init__(self, caller: TwilioCaller, model: LocalRealtimeServer) -> None:
+    def __init__(self, caller: TwilioCaller, model: LocalRealtimeServer, twilio: LocalTwilio,
+                 request_times: list[float]) -> None:
         self.caller, self.model, self.t0 = caller, model, caller.t0
+        self.twilio, self.request_times = twilio, request_times
+        # the stream ended (`stop`) where the caller's audio did: after its last frame
+        self.end = caller.t0 + len(caller.sent_audio) / BYTES_PER_S
+        self.goodbye: str | None = None  # the response that called end_call
         self.entries: list[Entry] = [Entry(0.0, "twilio",
                                            f"call starts: stream {caller.stream_sid}")]
         self.interruptions: list[Interruption] = []
@@ -400,10 +451,9 @@ class _Timeline:
         self.entries.append(Entry(at - self.t0, who, what))
 
     def heard_ms(self, item: str) -> float:
-        end = self.t0 + HANG_UP_AT
-        return sum(len(h.played(end)) for h in self.played.get(item, [])) / tw.BYTES_PER_MS
+        return sum(len(h.played(self.end)) for h in self.played.get(item, [])) / tw.BYTES_PER_MS
 
-    def report(self) -> DemoReport:
+    def report(self, reason: str | None) -> DemoReport:
         caller, t0 = self.caller, self.t0
         for (at, text, _), u in zip(CALLER_LINES, caller.utterances, strict=True):
             self.add(t0 + at, "caller", f'"{text}" ({u.duration:.1f} s)')
@@ -415,21 +465,43 @@ class _Timeline:
             handler = self._handlers.get((direction, event["type"]))
             if handler is not None:
                 handler(at, event)
-        self.add(t0 + HANG_UP_AT, "caller", "hangs up (stop)")
+        hang_up = self._hang_up()
+        ended = caller.call_sid in self.twilio.hangups  # by Twilio: the caller did not hang up
+        self.add(self.end, *(("twilio", "stop (the call ends)") if ended
+                             else ("caller", "hangs up (stop)")))
         self.entries.sort(key=lambda e: e.at)
 
         nbytes = len(caller.sent_audio)
         agent = bytearray(b"\xff" * nbytes)
         for _, h in self.heard:
-            audio = h.played(t0 + HANG_UP_AT)
+            audio = h.played(self.end)
             pos = round((h.start - t0) * BYTES_PER_S)
             agent[pos : pos + len(audio)] = audio[: max(0, nbytes - pos)]
         return DemoReport(
             entries=self.entries, interruptions=self.interruptions,
-            response_latencies=self.latencies, tool_uses=list(self.tools.values()),
+            response_latencies=self.latencies,
+            tool_uses=[u for u in self.tools.values() if u.name != end_call.name],
             keypresses="".join(key for _, key in caller.dtmf), user_messages=self.user_messages,
+            hang_up=hang_up, reason=reason,
             caller_track=bytes(caller.sent_audio), agent_track=bytes(agent[:nbytes]),
-            files=[], caller=caller, model=self.model)
+            files=[], caller=caller, model=self.model, twilio=self.twilio)
+
+    def _hang_up(self) -> HangUp | None:
+        """The hang-up requests the local Twilio got, against the goodbye's playing."""
+        items = [i for i, r in self.response_of.items() if r == self.goodbye]
+        played_at = max((h.end if h.cut_at is None else h.cut_at
+                         for i in items for h in self.played.get(i, [])), default=None)
+        asked = [t for t, r in zip(self.request_times, self.twilio.requests, strict=False)
+                 if r.get("Status") == "completed"]
+        for at in asked:
+            when = "" if played_at is None else (
+                f", {_after(at - played_at)} the goodbye's last audio played")
+            self.add(at, "bridge", f"asks Twilio to hang up (REST Status=completed){when}")
+        return None if self.goodbye is None else HangUp(
+            requests=[t - self.t0 for t in asked],
+            goodbye_played_at=None if played_at is None else played_at - self.t0,
+            heard_ms=sum(self.heard_ms(i) for i in items),
+            produced_ms=sum(self.produced.get(i, 0) for i in items) / tw.BYTES_PER_MS)
 
     # --- what the bridge sent the model ----------------------------------------------
 
@@ -498,7 +570,10 @@ class _Timeline:
     def _function_call(self, at: float, event: dict[str, Any]) -> None:
         self.tools[event["call_id"]] = ToolUse(name=event["name"], arguments=event["arguments"],
                                                called_at=at - self.t0)
+        bye = event["name"] == end_call.name
+        self.goodbye = event["response_id"] if bye else self.goodbye
         self.add(at, "model", f"calls {event['name']}({event['arguments']}) "
+                 f"{'after its goodbye, in the same response ' * bye}"
                  "(function_call_arguments.done)")
 
     def _audio_delta(self, at: float, event: dict[str, Any]) -> None:
