@@ -212,13 +212,17 @@ async def test_socket_closed_without_stop(autojump_clock: trio.testing.MockClock
 
 
 class ClosesAfter:
-    """A model that hangs up on us after `delay` seconds."""
+    """A model that hangs up on us after `delay` seconds, and then stays away."""
 
     def __init__(self, delay: float) -> None:
         self.delay = delay
+        self.connections = 0
 
     @asynccontextmanager
     async def connect(self, model: str) -> AsyncIterator[RealtimeConnection]:
+        self.connections += 1
+        if self.connections > 1:
+            raise ModelConnectError("refused")
         client, server = memory_socket_pair()
 
         async def close_later() -> None:
@@ -233,10 +237,16 @@ class ClosesAfter:
             nursery.cancel_scope.cancel()
 
 
-async def test_model_closing_closes_twilio(autojump_clock: trio.testing.MockClock) -> None:
+async def test_a_model_gone_for_good_ends_the_call_after_the_budget(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     caller = TwilioCaller(hangup_at=30.0)
-    run = await call(caller, ClosesAfter(2.0))
-    assert run.result.reason == "model_closed"
+    model = ClosesAfter(2.0)
+    run = await call(caller, model)
+    assert run.result.reason == "model_unavailable"
+    assert model.connections > 2  # it tried again, with backoff, for the budget (5 s)
+    [ended] = [e for e in run.events if isinstance(e, events.End)]
+    assert 2.0 + 5.0 <= ended.at - caller.t0 < 2.0 + 5.0 + 0.5
     assert caller.closed_by_server  # so Twilio runs the next TwiML verb
 
 
@@ -254,7 +264,8 @@ async def test_model_unreachable_ends_the_call_cleanly(
     caller = TwilioCaller(hangup_at=30.0)
     run = await call(caller, Unreachable())
     assert (run.result.reason, run.result.detail) == (
-        "model_error", "cannot connect to wss://example.invalid: OSError")
+        "model_unavailable", "no model connection for 5 s")  # retried meanwhile
+    assert run.times("end")[0] - caller.t0 == pytest.approx(5.0, abs=0.1)
     assert caller.closed_by_server
 
 
@@ -465,13 +476,14 @@ async def test_many_calls_are_isolated(autojump_clock: trio.testing.MockClock) -
         model: Any = ClosesAfter(1.0) if i == 7 else LocalRealtimeServer(default_reply_ms=2000)
         caller = TwilioCaller(utterances=[Utterance(at=0.5 + i * 0.05, duration=0.4)],
                               hangup_at=4.0, stream_sid=f"MZ{i:032x}")
-        runs.append(await call(caller, model, agent=GREETER))
+        runs.append(await call(caller, model, agent=GREETER,
+                               limits=CallLimits(model_connect_budget=1.0)))
 
     async with trio.open_nursery() as nursery:
         for i in range(25):
             nursery.start_soon(one, i)
     reasons = sorted(r.result.reason for r in runs)
-    assert reasons == ["caller_hangup"] * 24 + ["model_closed"]
+    assert reasons == ["caller_hangup"] * 24 + ["model_unavailable"]
     for run in runs:
         if run.result.reason == "caller_hangup":
             run.check_protocols()

@@ -224,7 +224,7 @@ async def test_the_brain_sees_messages_instructions_and_metadata(autojump_clock:
         await client.update(vad_update())
         await send(client, say("The caller pressed 1 2 3."))
         await send(client, say("The caller has been silent for 10 seconds.", role="system"))
-        # not input_text: the brain is not told
+        # an assistant turn replayed into a new session (output_text): told too
         await send(client, rt.ConversationItemCreate(item={
             "type": "message", "role": "assistant",
             "content": [{"type": "output_text", "text": "(I said hello.)"}]}))
@@ -248,6 +248,7 @@ async def test_the_brain_sees_messages_instructions_and_metadata(autojump_clock:
     assert first == b"" and dict(first.function_outputs) == {}
     assert first.messages == (("user", "The caller pressed 1 2 3."),
                               ("system", "The caller has been silent for 10 seconds."),
+                              ("assistant", "(I said hello.)"),
                               ("user", "first\nsecond"))
     assert first.instructions == "Read the digits back." and not first.out_of_band
     assert first.metadata is not None and dict(first.metadata) == {"purpose": "dtmf"}

@@ -275,7 +275,7 @@ async def test_429_honours_retry_after(autojump_clock: trio.testing.MockClock) -
 @pytest.mark.parametrize("retry_after", [
     "86400",
     format_datetime(datetime.now(UTC) + timedelta(days=1), usegmt=True),
-])
+], ids=["seconds", "http-date"])  # fixed ids: xdist workers must collect the same names
 async def test_retry_after_is_bounded(autojump_clock: trio.testing.MockClock,
                                       retry_after: str) -> None:
     script = Script(httpx.Response(429, headers={"Retry-After": retry_after}),

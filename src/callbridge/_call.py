@@ -94,6 +94,10 @@ __all__ = [
 
 log = logging.getLogger("callbridge.call")
 
+#: a model connection that lasted this long was healthy: losing it starts a new outage
+#: (one that drops sooner counts as a failed attempt of the same outage, with backoff)
+HEALTHY_SESSION_S = 5.0
+
 
 class TwilioControl(Protocol):
     """What a call needs of Twilio's REST API to hang up and transfer
@@ -147,6 +151,7 @@ class Call:
         self._model_link: trio.CancelScope | None = None
         self._pumps: trio.Nursery | None = None  # where tool calls run
         self._replacing = False
+        self._rotation_due = False  # the session is old: replace it at a turn boundary
         self._result: CallResult | None = None
 
     # --- the handle --------------------------------------------------------------------
@@ -266,6 +271,9 @@ class Call:
             self._to_model.unpark_all()
         if bridge.next_deadline != self._armed:
             self._timer.unpark_all()
+        if self._rotation_due and bridge.conversation.quiet and not bridge.playout.playing:
+            self._rotation_due = False
+            self._replace_model()
 
     def _end(self, reason: EndReason, detail: str = "") -> None:
         self._bridge.end(reason, detail)
@@ -318,6 +326,11 @@ class Call:
                                                             twiml=transfer)
         elif reason in (EndReason.HUNG_UP, EndReason.IDLE):
             action, request = "hang_up", functools.partial(rest.hang_up, call_sid)
+        elif reason in (EndReason.MODEL_UNAVAILABLE, EndReason.MODEL_ERROR):
+            agent = self._bridge.agent or Agent()  # the apology instead of dead air
+            transfer = twiml.say_and_hang_up(agent.apology)
+            action, request = "apology", functools.partial(rest.update_call, call_sid,
+                                                           twiml=transfer)
         else:
             return False
         ok = False
@@ -335,7 +348,7 @@ class Call:
         if self._on_event is not None:
             now = trio.current_time()
             self._on_event(ev.TwilioAction(at=now, wall=time.time(), action=action, ok=ok,
-                                           twiml=transfer if action == "transfer" else None))
+                                           twiml=None if action == "hang_up" else transfer))
         return ok
 
     async def _expect_start(self) -> None:
@@ -416,25 +429,67 @@ class Call:
             bridge.use_agent(await _chosen(self._choose_agent, bridge.context))
         assert bridge.agent is not None
         assert bridge.may_connect_model
-        while True:
+        budget = self.limits.model_connect_budget
+        outage: float | None = None  # since when no connection would open
+        failures = 0  # attempts of this outage that failed
+        while not bridge.ended:
             self._replacing = False
+            began, connections = trio.current_time(), bridge.stats.model_connections
+            left = budget if outage is None else budget - (began - outage)
             try:
-                async with self._backend.connect(bridge.agent.model) as model:
-                    self._bridge.model_connected(trio.current_time())
-                    self._wake()
-                    async with trio.open_nursery() as link:
-                        self._model_link = link.cancel_scope
-                        link.start_soon(self._write_model, model)
-                        await self._read_model(model)
-                        link.cancel_scope.cancel()
-                    self._model_link = None
-            except* ModelConnectError as group:
-                self._end(EndReason.MODEL_ERROR, str(group.exceptions[0]))
-            except* SocketClosed:
-                if not self._replacing:
-                    self._end(EndReason.MODEL_CLOSED, "model socket closed while sending")
-            if not self._replacing or self._bridge.ended:
+                await self._model_session(bridge.agent.model, left)
+            except* (ModelConnectError, SocketClosed, OSError) as group:
+                log.warning("model connection: %s", group.exceptions[0])
+            connected = bridge.stats.model_connections > connections
+            if bridge.ended:
                 return
+            if self._replacing:
+                continue  # a rotation: the next session at once
+            now = trio.current_time()
+            if connected:  # lost mid-call: reconnect; the caller stays on the line
+                log.warning("call %s: the model connection was lost: reconnecting",
+                            self.call_sid)
+                if now - began >= HEALTHY_SESSION_S:  # a new outage: at once
+                    outage, failures = now, 0
+                    continue
+                outage = now if outage is None else outage  # flapping: back off
+            elif outage is None:
+                outage = began
+            if now - outage >= budget:
+                self._end(EndReason.MODEL_UNAVAILABLE, f"no model connection for {budget:g} s")
+                return
+            failures += 1
+            await trio.sleep(min(0.25 * 2 ** (failures - 1), 2.0, outage + budget - now))
+
+    async def _model_session(self, model_name: str, within: float) -> None:
+        """One model connection, from its connect (given `within` seconds) to its end;
+        the conversation goes on across connections."""
+        bridge = self._bridge
+        # one scope around the whole connection (a connection may hold a nursery, which
+        # must close inside it): its deadline bounds the connect, then is lifted
+        with trio.CancelScope(deadline=trio.current_time() + max(within, 0.0)) as scope:
+            async with self._backend.connect(model_name) as model:
+                scope.deadline = math.inf
+                bridge.model_connected(trio.current_time())
+                self._wake()
+                async with trio.open_nursery() as link:
+                    self._model_link = link.cancel_scope
+                    link.start_soon(self._write_model, model)
+                    link.start_soon(self._rotate, trio.current_time())
+                    await self._read_model(model)
+                    link.cancel_scope.cancel()
+                self._model_link = None
+        if scope.cancelled_caught:
+            raise ModelConnectError(f"no connection within {within:g} s")
+
+    async def _rotate(self, opened: float) -> None:
+        """Ask for a new session before this one reaches the API's age limit; the
+        switch itself waits for a turn boundary (`_wake`)."""
+        await trio.sleep_until(opened + self.limits.session_max_s)
+        log.info("call %s: the model session is %g s old: rotating at the next pause",
+                 self.call_sid, self.limits.session_max_s)
+        self._rotation_due = True
+        self._wake()
 
     def _replace_model(self) -> None:
         """Close the model connection and open another; the call goes on. The seam
@@ -451,9 +506,7 @@ class Call:
             except RemoteProtocolError as exc:
                 bridge.protocol_error("model", str(exc), trio.current_time())
                 continue
-            if event is None:
-                if not self._replacing:
-                    self._end(EndReason.MODEL_CLOSED, "the model closed the connection")
+            if event is None:  # closed: the model task decides what next
                 return
             bridge.receive_model(event, trio.current_time())
             self._wake()

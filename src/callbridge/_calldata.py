@@ -42,6 +42,13 @@ class CallLimits:
     mark_ms: int = 100
     #: how long a Twilio REST request (hang up, transfer) may take, retries included
     rest_timeout: float = 15.0
+    #: how long the model may stay unreachable (at the start, or after losing the
+    #: connection mid-call) while connections are retried with backoff; then the
+    #: caller hears the agent's apology and the call ends as `model_unavailable`
+    model_connect_budget: float = 5.0
+    #: a model session older than this is replaced at the next turn boundary (the
+    #: Realtime API ends sessions at 60 minutes), the conversation carried over
+    session_max_s: float = 55 * 60
 
 
 class CallRefused(Exception):

@@ -274,6 +274,14 @@ class Conversation:
             "approval_request_id": request_id, "approve": approve})
 
     @property
+    def quiet(self) -> bool:
+        """Between turns: no response open, asked for or waiting, no tool running, the
+        caller not speaking nor waiting for an answer (with the audio all played, a
+        moment to switch model sessions unnoticed)."""
+        return not (self._open or self._requested or self._wanted or self._calls
+                    or self._caller_turn or self._speaking)
+
+    @property
     def tools_running(self) -> bool:
         return bool(self._calls)
 

@@ -61,6 +61,8 @@ class _Item:
     response_id: str
     produced: int = 0
     heard: int = 0
+    #: False for an out-of-band response's item: not in the conversation, never cut
+    in_conversation: bool = True
 
 
 @attrs.define
@@ -141,7 +143,8 @@ class Playback:
         self._active.add(response_id)
         item = self._items.get(item_id)
         if item is None:
-            item = self._items[item_id] = _Item(response_id)
+            item = self._items[item_id] = _Item(
+                response_id, in_conversation=response_id not in self._out_of_band)
         item.produced += nbytes
         self._last_item = item_id
         return item.produced
@@ -248,13 +251,13 @@ class Playback:
             item_id, heard = position
             later = list(self._items)[list(self._items).index(item_id) + 1:]
             deletes = [rt.ConversationItemDelete(item_id=i) for i in later
-                       if self._items[i].response_id not in self._out_of_band]
+                       if self._items[i].in_conversation]
             item = self._items[item_id]
             produced_ms = item.produced // self.bytes_per_ms
             heard_ms = min(heard // self.bytes_per_ms, produced_ms)
             still_generating = item.response_id in self._active
-            if item.response_id in self._out_of_band:
-                pass  # not in the conversation: nothing to cut
+            if not item.in_conversation:
+                pass  # out of band: nothing to cut (its response may be done long since)
             elif heard_ms > 0 and (heard_ms < produced_ms or still_generating):
                 truncate = rt.ConversationItemTruncate(item_id=item_id, audio_end_ms=heard_ms)
         cancel_event = None

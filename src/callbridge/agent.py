@@ -143,6 +143,10 @@ class Agent:
                          "they are still there.")
     idle_goodbye: str = ("The caller has not answered. Say a short, polite goodbye; "
                          "the call will end.")
+    #: what the caller hears (Twilio's `<Say>`, through the REST API) when the model
+    #: cannot be reached or refuses the call, before it ends
+    apology: str = ("Sorry, we are having technical trouble. Please call again in a few "
+                    "minutes. Goodbye.")
 
     def find_tool(self, name: str) -> Tool | None:
         """The function tool called `name`, if this agent has one."""

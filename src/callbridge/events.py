@@ -61,10 +61,10 @@ class EndReason(enum.StrEnum):
     TWILIO_CLOSED = "twilio_closed"
     #: a send to Twilio took longer than `CallLimits.send_timeout`
     TWILIO_STALLED = "twilio_stalled"
-    #: the model closed its connection
-    MODEL_CLOSED = "model_closed"
-    #: the model could not be reached, or refused us
+    #: the model refused us for good (a fatal `error`: a bad key, no quota)
     MODEL_ERROR = "model_error"
+    #: no model connection would open within `CallLimits.model_connect_budget`
+    MODEL_UNAVAILABLE = "model_unavailable"
     #: no `start` within `CallLimits.start_timeout`
     NO_START = "no_start"
     #: `authorize` raised `CallRefused`: no model session was opened
@@ -282,7 +282,8 @@ class Handoff(CallEvent):
 @attrs.frozen(kw_only=True)
 class TwilioAction(CallEvent):
     """The call was ended or handed on through Twilio's REST API, once the agent's
-    last words had played: `action` is `hang_up` or `transfer` (its `<Dial>` TwiML)."""
+    last words had played: `action` is `hang_up`, `transfer` (its `<Dial>` TwiML) or
+    `apology` (the model is unavailable: `<Say>` the agent's apology, `<Hangup>`)."""
 
     kind = EventKind.TWILIO_ACTION
     action: str

@@ -78,9 +78,11 @@ class Turn(bytes):
     * `function_outputs` maps call_id -> output for each `function_call_output` item
       the client created since the previous response started (empty otherwise); a
       `response.create` without new caller audio gets `Turn(b"", outputs)`.
-    * `messages` is `(role, text)` for each `message` item with `input_text` content
-      the client created since then, in order (`("user", "The caller pressed 1 2 3.")`,
-      `("system", ...)`); the text is its `input_text` parts joined by newlines.
+    * `messages` is `(role, text)` for each `message` item with text content the
+      client created since then, in order (`("user", "The caller pressed 1 2 3.")`,
+      `("system", ...)`, or `("assistant", ...)` when a client replays a conversation
+      into a new session); the text is its `input_text` / `output_text` parts joined
+      by newlines.
     * `instructions` and `metadata` are the `response.create`'s `response.instructions`
       and `response.metadata`: None for a VAD response, or when not given.
     * `out_of_band` is true for `response.conversation == "none"`. Such a response

@@ -22,12 +22,13 @@ __all__ = ["Conversation"]
 
 
 def _texts(content: Any) -> list[str]:
-    """The `text` of each `input_text` part of a message's content (checked: a string)."""
+    """The `text` of each text part of a message's content (checked: a string):
+    `input_text` (user, system), `output_text` (an assistant turn a client replays)."""
     if not isinstance(content, list):
         return []
     return [_field(part, "text", str, prefix=f"item.content[{i}].")
             for i, part in enumerate(content)
-            if isinstance(part, Mapping) and part.get("type") == "input_text"]
+            if isinstance(part, Mapping) and part.get("type") in ("input_text", "output_text")]
 
 
 class Conversation:

@@ -175,6 +175,7 @@ class LocalTwilio:
         config = Config()
         config.bind = [f"{host}:{port}"]
         config.accesslog = None
+        config.errorlog = None
         app: Any = RestAsgiApp(self.handle)  # hypercorn's types want its TypedDict events
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(partial(serve, app, config, mode="asgi"))
