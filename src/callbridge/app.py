@@ -9,6 +9,12 @@ webhook and the stream upgrade must be signed for the service's public URL, and
 the stream must bring back the token the webhook put in its TwiML, before a model
 session is opened. Caller frames over `MAX_TWILIO_MESSAGE` end the call (1009).
 
+Turning calls away: with `CALLBRIDGE_MAX_CALLS` calls live on this worker, the
+webhook answers TwiML that says `CALLBRIDGE_BUSY_LINE` and hangs up, and a stream is
+accepted and closed at once with 1013 ("try again later"), before any model
+session: Twilio then runs the TwiML after `</Connect>` (none: it hangs up), where a
+403 would be a handshake error (31920).
+
 The media stream is served straight from ASGI messages, not through quart's
 WebSocket wrapper: it is the per-frame hot path, and it needs to see the client's
 close as an event (`websocket.disconnect`) rather than as a cancellation, so the
@@ -105,6 +111,7 @@ class CallbridgeApp(QuartTrio):
         self.call_limits = limits or CallLimits()
         #: the calls this worker is running (health, drain and call control use it)
         self.calls = LiveCalls()
+        self._admitting = 0  # streams let in whose call is not in `calls` yet
         self.guard: TwilioGuard | None = None
         #: Twilio's REST API (hang-ups and transfers through Twilio, outbound calls),
         #: when credentials are set
@@ -175,29 +182,54 @@ class CallbridgeApp(QuartTrio):
                             "missing" if header is None else "wrong", url)
                 await send({"type": "websocket.close", "code": 1008})  # before accept: 403
                 return
-        await send({"type": "websocket.accept"})
-        socket = AsgiSocket(receive, send, max_message_size=MAX_TWILIO_MESSAGE)
+        busy = self._busy()
+        if busy is not None:
+            # Accepted, then closed: Twilio runs what follows `</Connect>` (nothing: it
+            # hangs up); refusing the upgrade would be a handshake error (31920).
+            log.warning("refused a media stream: %s (closed 1013 before any model session)",
+                        busy)
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": 1013, "reason": "try again later"})
+            return
+        self._admitting += 1  # counted from here: `_busy` sees it at once
         call: Call | None = None
         try:
-            async with trio.open_nursery() as nursery:
-                call = await nursery.start(functools.partial(
-                    run_call, socket, agent=self.call_agent, backend=self.call_backend,
-                    limits=self.call_limits, authorize=guard.authorize if guard else None,
-                    twilio=self.twilio_rest, service_url=self.public_base(headers)))
-                self.calls.add(call)
-        except Exception:
-            log.exception("call failed")
-            await socket.aclose(1011)
-        else:
-            assert call is not None
-            result = call.result
-            assert result is not None
-            log.info("call %s ended: %s %s (%d frames in, %d chunks out, %d barge-ins)",
-                     result.call_sid, result.reason, result.detail, result.stats.frames_in,
-                     result.stats.chunks_out, result.stats.barge_ins)
+            await send({"type": "websocket.accept"})
+            socket = AsgiSocket(receive, send, max_message_size=MAX_TWILIO_MESSAGE)
+            try:
+                async with trio.open_nursery() as nursery:
+                    call = await nursery.start(functools.partial(
+                        run_call, socket, agent=self.call_agent, backend=self.call_backend,
+                        limits=self.call_limits, authorize=guard.authorize if guard else None,
+                        twilio=self.twilio_rest, service_url=self.public_base(headers)))
+                    self._admitting -= 1
+                    self.calls.add(call)
+            except Exception:
+                log.exception("call failed")
+                await socket.aclose(1011)
+            else:
+                assert call is not None
+                result = call.result
+                assert result is not None
+                log.info("call %s ended: %s %s (%d frames in, %d chunks out, %d barge-ins)",
+                         result.call_sid, result.reason, result.detail, result.stats.frames_in,
+                         result.stats.chunks_out, result.stats.barge_ins)
         finally:
-            if call is not None:
+            if call is None:
+                self._admitting -= 1
+            else:
                 self.calls.discard(call)
+
+    def _live(self) -> int:
+        """The calls live on this worker, and those being let in."""
+        return len(self.calls) + self._admitting
+
+    def _busy(self) -> str | None:
+        """Why a new call is turned away now, or None: it is welcome."""
+        limit = self.settings.max_calls if self.settings is not None else None
+        if limit is not None and self._live() >= limit:
+            return f"{self._live()} calls live, CALLBRIDGE_MAX_CALLS={limit}"
+        return None
 
     @property
     def active_calls(self) -> int:
@@ -255,10 +287,15 @@ class CallbridgeApp(QuartTrio):
         form, refused = await self._signed_form()
         if refused is not None:
             return refused
+        assert self.settings is not None
+        busy = self._busy()
+        if busy is not None:
+            log.warning("turned away call %s at the webhook: %s", form.get("CallSid", "?"), busy)
+            return Response(twiml.say_and_hang_up(self.settings.busy_line),
+                            content_type="text/xml")
         guard = self.guard
         parameters = {name: form[key] for key, name in
                       [("From", "from"), ("To", "to"), ("CallSid", "call_sid")] if form.get(key)}
-        assert self.settings is not None
         parameters |= {key: form[key] for key in self.settings.stream_parameters
                        if form.get(key)}
         if request.args.get("agent"):  # an outbound call's agent (`place_call`)

@@ -13,10 +13,14 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from . import twiml
 from .agent import DEFAULT_INSTRUCTIONS, Agent, AgentFactory
 from .backend import DEFAULT_BASE_URL
 
-__all__ = ["ConfigError", "Settings", "load_agent"]
+__all__ = ["DEFAULT_BUSY_LINE", "ConfigError", "Settings", "load_agent"]
+
+#: what a caller turned away hears (the worker is full)
+DEFAULT_BUSY_LINE = "Sorry, all our lines are busy right now. Please call again in a few minutes."
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -56,6 +60,27 @@ def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
         raise ConfigError(f"{name}: {bad[0]!r} is not a field name (expected e.g. "
                           "FromCity,CallerName)")
     return names
+
+
+def _calls(env: Mapping[str, str], name: str) -> int | None:
+    """A whole number of calls, 1 or more; unset or empty: None (no limit)."""
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
+        raise ConfigError(f"{name}={text!r}: expected a whole number of calls, 1 or more "
+                          "(unset: no limit)")
+    return int(text)
+
+
+def _line(env: Mapping[str, str], name: str, default: str) -> str:
+    """A line for `<Say>` or the agent: empty or unset is `default`."""
+    line = env.get(name, "").strip() or default
+    try:
+        twiml.say_and_hang_up(line)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return line
 
 
 def _agent_specs(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -113,6 +138,8 @@ class Settings:
     | `CALLBRIDGE_ALLOW_UNSIGNED_STREAMS` | accept stream upgrades without a signature header |
     | `CALLBRIDGE_STREAM_PARAMETERS` | more webhook fields (`FromCity,CallerName`) for the stream |
     | `CALLBRIDGE_AGENTS` | more agents (`module:attribute`, comma-separated) a call may name |
+    | `CALLBRIDGE_MAX_CALLS` | calls a worker runs at once; more are turned away (unset: no limit) |
+    | `CALLBRIDGE_BUSY_LINE` | what a caller turned away hears (over the limit) |
 
     With `CALLBRIDGE_AGENT` set, the model, voice, instructions and greeting variables
     are unused: the agent says them. `from_env()` reads the process environment, after
@@ -139,6 +166,11 @@ class Settings:
     stream_parameters: tuple[str, ...] = ()
     #: `CALLBRIDGE_AGENTS`: the agents an outbound call may name (its `agent` parameter)
     agents: tuple[str, ...] = ()
+    #: `CALLBRIDGE_MAX_CALLS`: the calls (media streams) one worker runs at once; over
+    #: it, the webhook answers `busy_line` and a stream is refused. None: no limit
+    max_calls: int | None = None
+    #: `CALLBRIDGE_BUSY_LINE`: what a caller turned away hears, then the call hangs up
+    busy_line: str = DEFAULT_BUSY_LINE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -182,6 +214,8 @@ class Settings:
             agent_spec=agent_spec,
             stream_parameters=_names(env, "CALLBRIDGE_STREAM_PARAMETERS"),
             agents=_agent_specs(env, "CALLBRIDGE_AGENTS"),
+            max_calls=_calls(env, "CALLBRIDGE_MAX_CALLS"),
+            busy_line=_line(env, "CALLBRIDGE_BUSY_LINE", DEFAULT_BUSY_LINE),
         )
 
     @property
