@@ -249,3 +249,59 @@ async def test_hang_up_with_a_line_says_it_in_full_then_hangs_up(
                              for r in (greeting, line))  # both in full, in order
     [(asked_at, what, _)] = rest.requests
     assert what == "hang_up" and asked_at >= last_heard(run)
+
+
+async def test_at_the_time_limit_the_agent_says_so_in_full_then_hangs_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = [Reply(audio=tone(1000), transcript="Hello!"),
+              lambda turn: Reply(audio=tone(1500), transcript=turn.instructions or "")]
+    model = LocalRealtimeServer(scripted_brain(script))
+    caller = TwilioCaller(hangup_at=60.0)
+    rest = Operator(caller)
+    twilio_end, bridge_end = memory_socket_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(caller.run, twilio_end)
+        result = await run_call(bridge_end, agent=Agent(greeting="Hi.", idle_timeout=None,
+                                                        time_limit_line="Time is up. Bye."),
+                                backend=model, twilio=rest, limits=callbridge.CallLimits(
+                                    max_call_s=5.0))
+    assert result.reason is EndReason.TIME_LIMIT
+    said = [r.transcript for r in model.sessions[0].responses]
+    assert said == ["Hello!", "Say exactly this: Time is up. Bye."]
+    [(asked_at, what, _)] = rest.requests
+    assert what == "hang_up" and 5.0 + 1.5 <= asked_at - caller.t0 < 5.0 + 1.5 + 0.2
+
+
+class Muted:
+    """Twilio's side of the socket goes quiet at `at` (the TCP connection stays up)."""
+
+    def __init__(self, inner: Any, at: float) -> None:
+        self.inner, self.at = inner, at
+
+    async def send(self, text: str) -> None:
+        await self.inner.send(text)
+
+    async def receive(self) -> str | None:
+        if trio.current_time() >= self.at:
+            await trio.sleep_forever()
+        return await self.inner.receive()
+
+    async def aclose(self, code: int = 1000) -> None:
+        await self.inner.aclose(code)
+
+
+async def test_a_stream_gone_quiet_is_dead_after_media_idle_s(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    caller = TwilioCaller(hangup_at=60.0)
+    twilio_end, bridge_end = memory_socket_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(caller.run, twilio_end)
+        start = trio.current_time()
+        result = await run_call(Muted(bridge_end, start + 2.0),
+                                backend=LocalRealtimeServer(), agent=Agent(idle_timeout=None),
+                                limits=callbridge.CallLimits(media_idle_s=3.0))
+        caller.hang_up()
+    assert result.reason is EndReason.MEDIA_TIMEOUT
+    assert 2.0 + 3.0 <= trio.current_time() - start < 2.0 + 3.0 + 5.5  # + close_wait

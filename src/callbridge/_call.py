@@ -152,6 +152,7 @@ class Call:
         self._pumps: trio.Nursery | None = None  # where tool calls run
         self._replacing = False
         self._rotation_due = False  # the session is old: replace it at a turn boundary
+        self._last_frame = trio.current_time()  # when Twilio last sent anything
         self._result: CallResult | None = None
 
     # --- the handle --------------------------------------------------------------------
@@ -295,6 +296,7 @@ class Call:
                 pumps.start_soon(self._write_twilio)
                 pumps.start_soon(self._expect_start)
                 pumps.start_soon(self._run_timer)
+                pumps.start_soon(self._watch_limits)
                 task_status.started(self)
                 await self._ended.wait()
                 pumps.cancel_scope.cancel()
@@ -324,7 +326,7 @@ class Call:
         if reason is EndReason.TRANSFERRED and transfer is not None:
             action, request = "transfer", functools.partial(rest.update_call, call_sid,
                                                             twiml=transfer)
-        elif reason in (EndReason.HUNG_UP, EndReason.IDLE):
+        elif reason in (EndReason.HUNG_UP, EndReason.IDLE, EndReason.TIME_LIMIT):
             action, request = "hang_up", functools.partial(rest.hang_up, call_sid)
         elif reason in (EndReason.MODEL_UNAVAILABLE, EndReason.MODEL_ERROR):
             agent = self._bridge.agent or Agent()  # the apology instead of dead air
@@ -350,6 +352,26 @@ class Call:
             self._on_event(ev.TwilioAction(at=now, wall=time.time(), action=action, ok=ok,
                                            twiml=None if action == "hang_up" else transfer))
         return ok
+
+    async def _watch_limits(self) -> None:
+        """End a call whose stream went silent (`media_idle_s`: Twilio sends a frame
+        every 20 ms), and have the agent close one that reached `max_call_s`."""
+        limits, opened = self.limits, trio.current_time()
+        ends_at = math.inf if limits.max_call_s is None else opened + limits.max_call_s
+        while True:
+            quiet_until = self._last_frame + limits.media_idle_s
+            await trio.sleep_until(min(quiet_until, ends_at))
+            now = trio.current_time()
+            if now >= ends_at:
+                ends_at = math.inf
+                agent = self._bridge.agent or Agent()
+                self._bridge.end_after_playout(EndReason.TIME_LIMIT, now,
+                                               say=agent.time_limit_line)
+                self._wake()
+            elif now - self._last_frame >= limits.media_idle_s:
+                self._end(EndReason.MEDIA_TIMEOUT,
+                          f"nothing from Twilio for {limits.media_idle_s:g} s")
+                return
 
     async def _expect_start(self) -> None:
         with trio.move_on_after(self.limits.start_timeout):
@@ -385,7 +407,8 @@ class Call:
                 if text is None:
                     self._end(EndReason.TWILIO_CLOSED)
                     return
-                bridge.receive_twilio(text, trio.current_time())
+                self._last_frame = now = trio.current_time()
+                bridge.receive_twilio(text, now)
                 self._wake()
         finally:
             self._twilio_closed.set()

@@ -49,6 +49,12 @@ class CallLimits:
     #: a model session older than this is replaced at the next turn boundary (the
     #: Realtime API ends sessions at 60 minutes), the conversation carried over
     session_max_s: float = 55 * 60
+    #: Twilio sends a frame every 20 ms, silence included: a stream that sends nothing
+    #: for this long is dead, and the call ends as `media_timeout`
+    media_idle_s: float = 10.0
+    #: the longest a call may last: then the agent says `Agent.time_limit_line` and the
+    #: call ends once it has played (`time_limit`); None: no limit
+    max_call_s: float | None = 2 * 3600
 
 
 class CallRefused(Exception):

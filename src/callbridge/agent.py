@@ -143,6 +143,9 @@ class Agent:
                          "they are still there.")
     idle_goodbye: str = ("The caller has not answered. Say a short, polite goodbye; "
                          "the call will end.")
+    #: what the agent says when the call reaches `CallLimits.max_call_s`, before it ends
+    time_limit_line: str = ("We have reached the time limit for this call. Thank you for "
+                            "calling. Goodbye.")
     #: what the caller hears (Twilio's `<Say>`, through the REST API) when the model
     #: cannot be reached or refuses the call, before it ends
     apology: str = ("Sorry, we are having technical trouble. Please call again in a few "

@@ -67,6 +67,10 @@ class EndReason(enum.StrEnum):
     MODEL_UNAVAILABLE = "model_unavailable"
     #: no `start` within `CallLimits.start_timeout`
     NO_START = "no_start"
+    #: Twilio's stream sent nothing for `CallLimits.media_idle_s`
+    MEDIA_TIMEOUT = "media_timeout"
+    #: the call reached `CallLimits.max_call_s` (the agent said its time-limit line)
+    TIME_LIMIT = "time_limit"
     #: `authorize` raised `CallRefused`: no model session was opened
     REFUSED = "refused"
     #: the application ended the call (`Call.end()`)
