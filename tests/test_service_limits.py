@@ -1,17 +1,19 @@
-"""Turning calls away: `CALLBRIDGE_MAX_CALLS` per worker.
+"""Turning calls away: `CALLBRIDGE_MAX_CALLS` per worker, and a drain (`app.drain()`).
 
 The service as an ASGI app, in memory on `MockClock`, behind the local Twilio: calls
 are placed through its REST API, which POSTs the service's signed webhook
 (`httpx.ASGITransport`) and opens the signed media stream (`asgi_stream`); the
 agent talks through the local model. What must hold: a call over the limit hears
-the busy line and is hung up (the TwiML byte for byte the twilio SDK's), and a
-stream over the limit is closed with 1013 before any model session opens and
-Twilio goes on without an error.
+the busy line and is hung up (the TwiML byte for byte the twilio SDK's), a stream
+over the limit is closed with 1013 before any model session opens and Twilio goes
+on without an error, and a drain lets the live calls go on, then ends the ones left
+with the drain line heard in full. The real process on SIGTERM: test_service_drain.py.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import random
@@ -29,7 +31,7 @@ from twilio.twiml.voice_response import VoiceResponse  # type: ignore[import-unt
 
 from callbridge import twiml
 from callbridge.app import CallbridgeApp, create_app
-from callbridge.config import DEFAULT_BUSY_LINE, ConfigError, Settings
+from callbridge.config import DEFAULT_BUSY_LINE, DEFAULT_DRAIN_LINE, ConfigError, Settings
 from callbridge.outbound import place_call
 from callbridge.testing import (
     LocalRealtimeServer,
@@ -46,6 +48,7 @@ from callbridge.twilio_rest import TwilioCredentials, TwilioRest
 PUBLIC = "https://bridge.example.com"
 STREAM_URL = "wss://bridge.example.com/media-stream"
 BUSY = "All our agents are busy. Please call back later."
+LINE = "We are closing this line now. Please call back. Goodbye."
 KEY = {"OPENAI_API_KEY": "sk-test"}
 TOKEN = "local-twilio-token"
 
@@ -75,18 +78,23 @@ def brain() -> Callable[[Turn], Reply]:
 
 def test_the_settings_and_their_defaults() -> None:
     s = Settings.from_env(KEY)
-    assert (s.max_calls, s.busy_line) == (None, DEFAULT_BUSY_LINE)
-    s = Settings.from_env(KEY | {"CALLBRIDGE_MAX_CALLS": " 25 ", "CALLBRIDGE_BUSY_LINE": BUSY})
-    assert (s.max_calls, s.busy_line) == (25, BUSY)
-    assert Settings.from_env(KEY | {"CALLBRIDGE_MAX_CALLS": "", "CALLBRIDGE_BUSY_LINE": " "}
-                             ) == Settings.from_env(KEY)
+    assert (s.max_calls, s.busy_line, s.drain_s, s.drain_line) == (
+        None, DEFAULT_BUSY_LINE, 20.0, DEFAULT_DRAIN_LINE)
+    s = Settings.from_env(KEY | {"CALLBRIDGE_MAX_CALLS": " 25 ", "CALLBRIDGE_DRAIN_S": "2.5",
+                                 "CALLBRIDGE_BUSY_LINE": BUSY, "CALLBRIDGE_DRAIN_LINE": LINE})
+    assert (s.max_calls, s.busy_line, s.drain_s, s.drain_line) == (25, BUSY, 2.5, LINE)
+    assert Settings.from_env(KEY | {"CALLBRIDGE_MAX_CALLS": "", "CALLBRIDGE_DRAIN_S": "0",
+                                    "CALLBRIDGE_BUSY_LINE": " "}) == Settings.from_env(
+        KEY | {"CALLBRIDGE_DRAIN_S": "0"})
 
 
 @pytest.mark.parametrize(("name", "value"), [
     ("CALLBRIDGE_MAX_CALLS", "0"), ("CALLBRIDGE_MAX_CALLS", "-3"),
     ("CALLBRIDGE_MAX_CALLS", "1.5"), ("CALLBRIDGE_MAX_CALLS", "ten"),
     ("CALLBRIDGE_MAX_CALLS", "²"),
-    ("CALLBRIDGE_BUSY_LINE", "beep \x07"),
+    ("CALLBRIDGE_DRAIN_S", "-1"), ("CALLBRIDGE_DRAIN_S", "nan"), ("CALLBRIDGE_DRAIN_S", "inf"),
+    ("CALLBRIDGE_DRAIN_S", "a minute"),
+    ("CALLBRIDGE_BUSY_LINE", "beep \x07"), ("CALLBRIDGE_DRAIN_LINE", "bye \x00"),
 ])
 def test_invalid_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"^{name}"):
@@ -228,11 +236,11 @@ async def test_over_the_limit_a_call_hears_the_busy_line_and_a_stream_is_refused
     assert sent == [{"type": "websocket.accept"},
                     {"type": "websocket.close", "code": 1013, "reason": "try again later"}]
     assert sessions == 2 and len(p.model.sessions) == 3  # the two, then the fifth
-    refused = ("refused a media stream: 2 calls live, CALLBRIDGE_MAX_CALLS=2 (closed 1013 "
+    refused = ("refused a media stream: live calls: 2 (CALLBRIDGE_MAX_CALLS=2) (closed 1013 "
                "before any model session)")
     assert [r.getMessage() for r in caplog.records if "refused" in r.getMessage()
             or "turned away" in r.getMessage()] == [  # one line per refusal
-        f"turned away call {third.sid} at the webhook: 2 calls live, CALLBRIDGE_MAX_CALLS=2",
+        f"turned away call {third.sid} at the webhook: live calls: 2 (CALLBRIDGE_MAX_CALLS=2)",
         refused, refused]
 
 
@@ -243,6 +251,91 @@ async def test_without_a_limit_every_call_is_let_in(
         calls = [await p.call(f"+1555000{i}") for i in range(5)]
         await p.live(5)
     assert all("<Connect>" in p.webhook(call) for call in calls)
+    assert await get(p.service, "/ready") == (200, {"ready": True})
+
+
+# --- the drain, in memory -----------------------------------------------------------------
+
+
+async def test_a_drain_turns_calls_away_lets_the_live_ones_go_on_then_says_goodbye(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="callbridge")
+    async with platform(busy_line=BUSY, drain_s=5.0, drain_line=LINE) as p:
+        leaving, staying = await p.call("+15550001"), await p.call("+15550002")
+        await p.live(2)
+        assert await get(p.service, "/ready") == (200, {"ready": True})
+        late: list[PlatformCall] = []
+        left_at: list[float] = []
+
+        async def leave() -> None:  # a live call goes on, and ends as callers end calls
+            await trio.sleep(1.0)
+            p.callees[0].hang_up()
+            await p.live(1)
+            left_at.append(trio.current_time())
+
+        async def call_late() -> None:
+            late.append(await p.call("+15550003"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(p.service.drain, "a test")
+            await trio.testing.wait_all_tasks_blocked()
+            assert p.service.draining
+            began = trio.current_time()
+            ready, health = await get(p.service, "/ready"), await get(p.service, "/")
+            sent = await open_stream(p.service)
+            nursery.start_soon(leave)
+            nursery.start_soon(call_late)
+        drained_at = trio.current_time()
+        assert await get(p.service, "/ready") == (503, {"ready": False, "draining": True})
+        await late[0].ended.wait()
+    assert ready == (503, {"ready": False, "draining": True})
+    assert health == (200, {"status": "ok", "active_calls": 2, "draining": True})
+    assert p.webhook(late[0]) == busy_twiml(BUSY) and late[0].said == [BUSY]
+    assert sent[-1] == {"type": "websocket.close", "code": 1013, "reason": "try again later"}
+    assert len(p.model.sessions) == 2
+    assert left_at[0] - began < 5.0 <= drained_at - began  # (virtual time)
+    # the caller who left heard no goodbye; the other one heard it in full, after the
+    # greeting, and then Twilio was told to hang up
+    by_callee = {c.call_sid: c for c in p.callees}
+    quiet, told = (session_of(p.model, by_callee[c.sid]) for c in (leaving, staying))
+    assert [r.transcript for r in quiet.responses] == ["Say hello."]
+    assert [r.transcript for r in told.responses] == ["Say hello.", f"Say exactly this: {LINE}"]
+    heard = by_callee[staying.sid].heard_audio()
+    assert heard == b"".join(bytes(told.produced[str(r.item_id)]) for r in told.responses)
+    assert p.twilio.hangups == [staying.sid] and staying.status == "completed"
+    assert by_callee[staying.sid].finished.is_set()  # `stop`, then the close
+    steps = [r.getMessage() for r in caplog.records if r.name == "callbridge.app"]
+    steps = [s for s in steps if s.startswith(("drain", "call CA")) and "ended:" not in s
+             and not s.endswith(("initiated", "ringing", "in-progress", "completed"))]
+    assert steps[:-1] == [
+        "draining (a test): live calls: 2; new calls are turned away, GET /ready answers 503; "
+        "the live calls may go on for 5 s",
+        "drain: 5 s passed, live calls left: 1; the agent says goodbye to each, then it "
+        "hangs up",
+        f"call {staying.sid}: the drain ends it with its goodbye",
+    ]
+    assert steps[-1].startswith("drained in ") and steps[-1].endswith(" s: no call is live")
+
+
+def session_of(model: LocalRealtimeServer, callee: TwilioCaller) -> Any:
+    """The model session whose audio this callee heard."""
+    heard = callee.heard_audio()
+    [session] = [s for s in model.sessions
+                 if heard.startswith(bytes(next(iter(s.produced.values()))))]
+    return session
+
+
+async def test_a_drain_with_no_call_is_over_at_once_and_a_second_one_waits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with platform(drain_s=30.0) as p:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(p.service.drain, "first")
+            nursery.start_soon(p.service.drain, "second")
+        assert p.service.draining and trio.current_time() < 30.0
+        status, health = await get(p.service, "/")
+    assert (status, health) == (200, {"status": "ok", "active_calls": 0, "draining": True})
 
 
 async def test_the_health_check_counts_the_live_calls(
@@ -253,3 +346,12 @@ async def test_the_health_check_counts_the_live_calls(
         await p.call("+15550001")
         await p.live(1)
         assert await get(p.service, "/") == (200, {"status": "ok", "active_calls": 1})
+
+
+async def test_the_health_check_says_nothing_of_draining_before_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    service = create_app(Settings(openai_api_key="sk-test"))
+    async with service.test_app():
+        assert await get(service, "/") == (200, {"status": "ok", "active_calls": 0})
+        assert json.dumps((await get(service, "/ready"))[1]) == '{"ready": true}'

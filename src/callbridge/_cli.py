@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.config
 import sys
 from functools import partial
+from typing import Any
 
 from .config import ConfigError, Settings
 
 __all__ = ["main"]
+
+#: hypercorn's `graceful_timeout` under `callbridge serve`: what is still open once
+#: the drain is over (calls it had to end at once, webhooks in flight) gets this long
+GRACEFUL_TIMEOUT_S = 10.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,18 +34,25 @@ def _parser() -> argparse.ArgumentParser:
             "the working directory (OPENAI_API_KEY, OPENAI_BASE_URL, CALLBRIDGE_PUBLIC_URL, "
             "CALLBRIDGE_TRUST_PROXY, CALLBRIDGE_AGENT=module:attribute for your own agent, or "
             "CALLBRIDGE_MODEL, CALLBRIDGE_VOICE, CALLBRIDGE_INSTRUCTIONS, CALLBRIDGE_GREETING; "
-            "HOST, PORT, TWILIO_AUTH_TOKEN, CALLBRIDGE_ALLOW_UNSIGNED_STREAMS); "
-            "the options below override HOST and PORT. Equivalent to "
+            "HOST, PORT, TWILIO_AUTH_TOKEN, CALLBRIDGE_ALLOW_UNSIGNED_STREAMS; "
+            "CALLBRIDGE_MAX_CALLS per worker, CALLBRIDGE_BUSY_LINE for callers turned away); "
+            "the options below override HOST and PORT. On SIGTERM or Ctrl-C it drains: "
+            "new calls are turned away (GET /ready answers 503), the live ones go on for "
+            "CALLBRIDGE_DRAIN_S (default 20 s), then the agent says CALLBRIDGE_DRAIN_LINE "
+            "to each one still live and hangs up; see docs/drain.md. Equivalent to "
             "`hypercorn --worker-class trio callbridge.app:app` with WebSocket messages "
-            "capped at 64 KiB."
+            "capped at 64 KiB, a graceful timeout of 10 s after the drain, and callbridge's "
+            "log lines shown by every worker."
         ),
     )
     serve.add_argument("--host", help="address to listen on (default: $HOST or 0.0.0.0)")
     serve.add_argument("--port", type=int, help="port to listen on (default: $PORT or 8000)")
     serve.add_argument("--workers", type=int, default=1,
-                       help="worker processes; calls are independent (default: 1)")
+                       help="worker processes; calls are independent, and "
+                            "CALLBRIDGE_MAX_CALLS is per worker (default: 1)")
     serve.add_argument("--log-level", default="info",
-                       choices=["debug", "info", "warning", "error"], help="default: info")
+                       choices=["debug", "info", "warning", "error"],
+                       help="of hypercorn's and callbridge's log lines (default: info)")
     call = sub.add_parser(
         "call",
         help="place an outbound call that the service's agent answers",
@@ -140,6 +153,32 @@ def _call(args: argparse.Namespace) -> int:
     return 0 if final == "completed" else 1
 
 
+def log_config(level: str) -> dict[str, object]:
+    """`logging.config.dictConfig` for callbridge's loggers, to stderr, formatted as
+    hypercorn's own lines (with the worker's process id)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"callbridge": {
+            "format": "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+            "datefmt": "[%Y-%m-%d %H:%M:%S %z]"}},
+        "handlers": {"callbridge": {"class": "logging.StreamHandler",
+                                    "formatter": "callbridge", "stream": "ext://sys.stderr"}},
+        "loggers": {"callbridge": {"level": level, "handlers": ["callbridge"],
+                                   "propagate": False}},
+    }
+
+
+def served_app(level: str) -> Any:
+    """`callbridge.app:app`, as each worker of `callbridge serve` loads it, with
+    callbridge's log lines configured first: a worker is a new process (spawned),
+    and hypercorn's own logging config is applied only after the app's startup."""
+    logging.config.dictConfig(log_config(level))
+    from .app import app
+
+    return app
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
@@ -159,13 +198,15 @@ def main(argv: list[str] | None = None) -> int:
     from .app import MAX_TWILIO_MESSAGE, OFFLINE_NOTICE, UNGUARDED_NOTICE
 
     config = Config()
-    config.application_path = "callbridge.app:app"
+    # (hypercorn's `module:factory()`, called in each worker)
+    config.application_path = f"callbridge._cli:served_app({args.log_level.upper()!r})"
     config.worker_class = "trio"
     config.workers = max(1, args.workers)
     config.bind = [f"{args.host or settings.host}:{args.port or settings.port}"]
     config.accesslog = None
     config.websocket_max_message_size = MAX_TWILIO_MESSAGE  # refused as it streams in: 1009
     config.loglevel = args.log_level.upper()
+    config.graceful_timeout = GRACEFUL_TIMEOUT_S
     if settings.offline:
         print(f"callbridge: {OFFLINE_NOTICE}", flush=True)
     if settings.twilio_auth_token is None:

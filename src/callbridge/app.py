@@ -1,6 +1,8 @@
 """The callbridge service: a quart-trio app for `hypercorn --worker-class trio`.
 
-    GET  /               health: {"status": "ok", "active_calls": N} (`app.calls`)
+    GET  /               health: {"status": "ok", "active_calls": N} (`app.calls`),
+                         and "draining": true while the service shuts down
+    GET  /ready          readiness for a load balancer: 200, or 503 while draining
     POST /incoming-call  Twilio voice webhook (GET too): TwiML `<Connect><Stream>`
     WS   /media-stream   Twilio Media Streams -> `run_call`
 
@@ -9,11 +11,14 @@ webhook and the stream upgrade must be signed for the service's public URL, and
 the stream must bring back the token the webhook put in its TwiML, before a model
 session is opened. Caller frames over `MAX_TWILIO_MESSAGE` end the call (1009).
 
-Turning calls away: with `CALLBRIDGE_MAX_CALLS` calls live on this worker, the
-webhook answers TwiML that says `CALLBRIDGE_BUSY_LINE` and hangs up, and a stream is
-accepted and closed at once with 1013 ("try again later"), before any model
-session: Twilio then runs the TwiML after `</Connect>` (none: it hangs up), where a
-403 would be a handshake error (31920).
+Turning calls away: with `CALLBRIDGE_MAX_CALLS` calls live on this worker, or while
+it drains, the webhook answers TwiML that says `CALLBRIDGE_BUSY_LINE` and hangs up,
+and a stream is accepted and closed at once with 1013 ("try again later"), before
+any model session: Twilio then runs the TwiML after `</Connect>` (none: it hangs
+up), where a 403 would be a handshake error (31920). Shutting down (SIGTERM) drains
+the worker: new calls are turned away, the live ones go on for `CALLBRIDGE_DRAIN_S`,
+then the agent says `CALLBRIDGE_DRAIN_LINE` to each one still live and it hangs up;
+only then does hypercorn's own shutdown begin (see `drain` and docs/drain.md).
 
 The media stream is served straight from ASGI messages, not through quart's
 WebSocket wrapper: it is the per-frame hot path, and it needs to see the client's
@@ -35,7 +40,7 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from . import _hypercorn_fix, signature, streamtoken, twiml
+from . import _drain, _hypercorn_fix, signature, streamtoken, twiml
 from ._call import Call, CallLimits, LiveCalls, run_call
 from ._guard import TwilioGuard
 from ._sockets import AsgiSocket
@@ -54,6 +59,11 @@ MEDIA_PATH = "/media-stream"
 ParameterHook = Callable[[Mapping[str, str]], Mapping[str, str] | Awaitable[Mapping[str, str]]]
 #: Twilio's frames are a few hundred bytes; `start` with many parameters a few KiB
 MAX_TWILIO_MESSAGE = 64 * 1024
+#: a drain's wait for the calls told to say goodbye (`Call.hang_up` gives the line at
+#: most 10 s to play, then tells Twilio); calls still open then are ended at once
+GOODBYE_WAIT_S = 15.0
+#: and its wait for those to close
+END_WAIT_S = 5.0
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -112,6 +122,13 @@ class CallbridgeApp(QuartTrio):
         #: the calls this worker is running (health, drain and call control use it)
         self.calls = LiveCalls()
         self._admitting = 0  # streams let in whose call is not in `calls` yet
+        self._calls_changed = trio.Event()
+        self._draining = False
+        #: set when the server should run `drain` (SIGTERM, hypercorn's shutdown)
+        self.drain_asked = trio.Event()
+        #: why, for the log
+        self.drain_why = ""
+        self._drained = trio.Event()
         self.guard: TwilioGuard | None = None
         #: Twilio's REST API (hang-ups and transfers through Twilio, outbound calls),
         #: when credentials are set
@@ -119,6 +136,7 @@ class CallbridgeApp(QuartTrio):
         self.before_serving(self._configure)
         self.after_serving(self._close)
         self.add_url_rule("/", "health", self._health, methods=["GET"])
+        self.add_url_rule("/ready", "ready", self._ready, methods=["GET"])
         self.add_url_rule("/incoming-call", "incoming_call", self._incoming_call,
                           methods=["GET", "POST"])
         self.add_url_rule("/dial-action", "dial_action", self._dial_action, methods=["POST"])
@@ -129,6 +147,9 @@ class CallbridgeApp(QuartTrio):
 
     async def _configure(self) -> None:
         _hypercorn_fix.install()
+        _drain.hook_hypercorn_shutdown()
+        self._draining = False
+        self.drain_asked, self._drained = trio.Event(), trio.Event()
         if self.settings is None:
             self.settings = Settings.from_env()
         if self.call_agent is None:
@@ -154,8 +175,12 @@ class CallbridgeApp(QuartTrio):
         else:
             log.info("callbridge ready: the agent is chosen per call by %s",
                      getattr(agent, "__qualname__", repr(agent)))
+        _drain.serving().append(self)  # hypercorn's shutdown drains it
 
     async def _close(self) -> None:
+        serving = _drain.serving()
+        if self in serving:
+            serving.remove(self)
         if self.twilio_rest is not None:
             await self.twilio_rest.aclose()
 
@@ -204,6 +229,7 @@ class CallbridgeApp(QuartTrio):
                         twilio=self.twilio_rest, service_url=self.public_base(headers)))
                     self._admitting -= 1
                     self.calls.add(call)
+                    self._changed()
             except Exception:
                 log.exception("call failed")
                 await socket.aclose(1011)
@@ -219,6 +245,12 @@ class CallbridgeApp(QuartTrio):
                 self._admitting -= 1
             else:
                 self.calls.discard(call)
+            self._changed()
+
+    def _changed(self) -> None:
+        """The live calls changed: wake whoever waits on them (a drain)."""
+        self._calls_changed.set()
+        self._calls_changed = trio.Event()
 
     def _live(self) -> int:
         """The calls live on this worker, and those being let in."""
@@ -226,9 +258,11 @@ class CallbridgeApp(QuartTrio):
 
     def _busy(self) -> str | None:
         """Why a new call is turned away now, or None: it is welcome."""
+        if self._draining:
+            return "the service is draining"
         limit = self.settings.max_calls if self.settings is not None else None
         if limit is not None and self._live() >= limit:
-            return f"{self._live()} calls live, CALLBRIDGE_MAX_CALLS={limit}"
+            return f"live calls: {self._live()} (CALLBRIDGE_MAX_CALLS={limit})"
         return None
 
     @property
@@ -236,8 +270,91 @@ class CallbridgeApp(QuartTrio):
         """How many calls this worker is running."""
         return len(self.calls)
 
+    @property
+    def draining(self) -> bool:
+        """The service is shutting down: new calls are turned away (see `drain`)."""
+        return self._draining
+
     async def _health(self) -> dict[str, Any]:
-        return {"status": "ok", "active_calls": self.active_calls}
+        health: dict[str, Any] = {"status": "ok", "active_calls": self.active_calls}
+        if self._draining:
+            health["draining"] = True
+        return health
+
+    async def _ready(self) -> tuple[dict[str, Any], int]:
+        """Whether a load balancer should send new calls here: not while draining."""
+        if self._draining:
+            return {"ready": False, "draining": True}, 503
+        return {"ready": True}, 200
+
+    def ask_to_drain(self, why: str) -> None:
+        """Have `drain` run where the server runs it (`callbridge._drain`): what
+        SIGTERM does to a hypercorn worker. Returns at once."""
+        if not self.drain_asked.is_set():
+            self.drain_why = why
+            self.drain_asked.set()
+        elif why == "SIGTERM":
+            log.info("SIGTERM again: %s", "the worker is exiting" if self._drained.is_set()
+                     else "the drain goes on")
+
+    async def drain(self, why: str = "asked to") -> None:
+        """Shut down gently: turn new calls away (busy TwiML at the webhook, streams
+        closed with 1013, `GET /ready` 503), let the live calls go on for
+        `Settings.drain_s`, then have the agent say `Settings.drain_line` to each one
+        still live, in full, and hang up (`Call.hang_up`); wait at most
+        `GOODBYE_WAIT_S` for those calls to be over, and end any left at once. Each
+        step is logged. Returns once no call is live; the service goes on turning
+        calls away. A second caller waits for the first drain to be over.
+
+        Under hypercorn, SIGTERM runs this before hypercorn's own shutdown begins
+        (docs/drain.md); an application serving the app itself may call it."""
+        if self._draining:
+            await self._drained.wait()
+            return
+        self._draining = True
+        self.drain_asked.set()
+        try:
+            await self._drain_calls(why)
+        finally:
+            self._drained.set()
+
+    async def _drain_calls(self, why: str) -> None:
+        settings = self.settings or Settings()
+        began = trio.current_time()
+        log.info("draining (%s): live calls: %d; new calls are turned away, GET /ready "
+                 "answers 503; the live calls may go on for %g s", why, self._live(),
+                 settings.drain_s)
+        with trio.move_on_after(settings.drain_s):
+            await self._until_no_call()
+        if self._live():
+            log.info("drain: %g s passed, live calls left: %d; the agent says goodbye to "
+                     "each, then it hangs up", settings.drain_s, self._live())
+            told: set[Call] = set()
+            with trio.move_on_after(GOODBYE_WAIT_S):
+                while self._live():
+                    for call in self.calls:
+                        if call not in told:
+                            told.add(call)
+                            log.info("call %s: the drain ends it with its goodbye",
+                                     call.call_sid)
+                            call.hang_up(say=settings.drain_line)
+                    await self._calls_changed.wait()
+        if self._live():
+            log.warning("drain: %g s after their goodbye, live calls left: %d; ending them "
+                        "now", GOODBYE_WAIT_S, self._live())
+            for call in self.calls:
+                call.end("the service is shutting down")
+            with trio.move_on_after(END_WAIT_S):
+                await self._until_no_call()
+        if self._live():
+            log.error("drain: %g s later, calls still open: %d; the server cuts them",
+                      END_WAIT_S, self._live())
+        else:
+            log.info("drained in %.1f s: no call is live", trio.current_time() - began)
+
+    async def _until_no_call(self) -> None:
+        while self._live():
+            await self._calls_changed.wait()
 
     def public_base(self, headers: Mapping[str, str], scheme: str = "https") -> str:
         """`scheme://host[/prefix]` as Twilio addresses this service: the configured

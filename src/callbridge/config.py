@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import re
 import sys
@@ -17,10 +18,13 @@ from . import twiml
 from .agent import DEFAULT_INSTRUCTIONS, Agent, AgentFactory
 from .backend import DEFAULT_BASE_URL
 
-__all__ = ["DEFAULT_BUSY_LINE", "ConfigError", "Settings", "load_agent"]
+__all__ = ["DEFAULT_BUSY_LINE", "DEFAULT_DRAIN_LINE", "ConfigError", "Settings", "load_agent"]
 
-#: what a caller turned away hears (the worker is full)
+#: what a caller turned away hears (the worker is full, or the service is shutting down)
 DEFAULT_BUSY_LINE = "Sorry, all our lines are busy right now. Please call again in a few minutes."
+#: what the agent says to a call still live when a shutdown's drain period is over
+DEFAULT_DRAIN_LINE = ("I'm sorry, I have to end our call now. Please call back in a minute. "
+                      "Goodbye.")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -71,6 +75,19 @@ def _calls(env: Mapping[str, str], name: str) -> int | None:
         raise ConfigError(f"{name}={text!r}: expected a whole number of calls, 1 or more "
                           "(unset: no limit)")
     return int(text)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{name}={text!r}: expected a number of seconds, 0 or more (e.g. 20)")
+    return value
 
 
 def _line(env: Mapping[str, str], name: str, default: str) -> str:
@@ -139,7 +156,9 @@ class Settings:
     | `CALLBRIDGE_STREAM_PARAMETERS` | more webhook fields (`FromCity,CallerName`) for the stream |
     | `CALLBRIDGE_AGENTS` | more agents (`module:attribute`, comma-separated) a call may name |
     | `CALLBRIDGE_MAX_CALLS` | calls a worker runs at once; more are turned away (unset: no limit) |
-    | `CALLBRIDGE_BUSY_LINE` | what a caller turned away hears (over the limit) |
+    | `CALLBRIDGE_BUSY_LINE` | what a caller turned away hears (over the limit, or shutting down) |
+    | `CALLBRIDGE_DRAIN_S` | on shutdown, how long live calls may go on (default 20) |
+    | `CALLBRIDGE_DRAIN_LINE` | what the agent says to the calls still live after that |
 
     With `CALLBRIDGE_AGENT` set, the model, voice, instructions and greeting variables
     are unused: the agent says them. `from_env()` reads the process environment, after
@@ -171,6 +190,11 @@ class Settings:
     max_calls: int | None = None
     #: `CALLBRIDGE_BUSY_LINE`: what a caller turned away hears, then the call hangs up
     busy_line: str = DEFAULT_BUSY_LINE
+    #: `CALLBRIDGE_DRAIN_S`: when the service shuts down (SIGTERM), how long the live
+    #: calls may go on before the agent ends them (see docs/drain.md)
+    drain_s: float = 20.0
+    #: `CALLBRIDGE_DRAIN_LINE`: what the agent says, in full, to end those calls
+    drain_line: str = DEFAULT_DRAIN_LINE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -216,6 +240,8 @@ class Settings:
             agents=_agent_specs(env, "CALLBRIDGE_AGENTS"),
             max_calls=_calls(env, "CALLBRIDGE_MAX_CALLS"),
             busy_line=_line(env, "CALLBRIDGE_BUSY_LINE", DEFAULT_BUSY_LINE),
+            drain_s=_seconds(env, "CALLBRIDGE_DRAIN_S", 20.0),
+            drain_line=_line(env, "CALLBRIDGE_DRAIN_LINE", DEFAULT_DRAIN_LINE),
         )
 
     @property

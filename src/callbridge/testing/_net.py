@@ -95,11 +95,21 @@ class HypercornProcess:
     _log: IO[bytes]
     #: the hypercorn process; its workers (one by default, `--workers N`) are its children
     pid: int = 0
+    _process: trio.Process | None = None
 
     def log(self) -> str:
         """Everything the server printed so far."""
         self._log.seek(0)
         return self._log.read().decode(errors="replace")
+
+    def send_signal(self, signum: int) -> None:
+        """Signal the hypercorn process (e.g. `signal.SIGTERM`: shut down)."""
+        os.kill(self.pid, signum)
+
+    async def wait(self) -> int:
+        """Wait for the hypercorn process to exit; its exit status."""
+        assert self._process is not None
+        return await self._process.wait()
 
 
 @asynccontextmanager
@@ -132,7 +142,7 @@ async def server_process(
         process = await trio.lowlevel.open_process(
             [arg.replace("{port}", str(port)) for arg in command],
             cwd=cwd, env=os.environ | dict(env or {}), stdout=log, stderr=subprocess.STDOUT)
-        server = HypercornProcess(f"127.0.0.1:{port}", log, pid=process.pid)
+        server = HypercornProcess(f"127.0.0.1:{port}", log, pid=process.pid, process=process)
         try:
             with trio.fail_after(startup_timeout):
                 while True:
