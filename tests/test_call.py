@@ -776,7 +776,11 @@ async def test_frames_of_another_stream_are_counted_and_not_forwarded(
     assert run.result.reason == "caller_hangup"
     assert run.result.stats.protocol_errors == 3
     sent = bytes(caller.sent_audio)
-    assert bytes(run.session.input_audio) == sent[: 4 * FRAME] + sent[7 * FRAME:]
+    # not forwarded; in their place, as for frames lost on the line, silence of their
+    # length, so the model's input clock stays the caller's
+    assert bytes(run.session.input_audio) == (
+        sent[: 4 * FRAME] + b"\xff" * 3 * FRAME + sent[7 * FRAME:])
+    assert run.result.stats.gap_filled_ms == 60
 
 
 # --- the live call: a handle, and a model connection that can be replaced -----------------

@@ -25,7 +25,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / "src" / "callbridge"
 _CANDIDATES = [
     "twilio", "realtime", "codec", "_errors", "_playback", "twiml", "signature", "streamtoken",
     "_wsframes", "_mulaw", "_bridge", "events", "agent", "_conversation", "_calldata",
-    "_playout", "_payload", "tools", "_history",
+    "_playout", "_payload", "tools", "_history", "_inbound",
 ]
 # Modules that may not exist yet are included only when their file is there.
 SANS_IO_MODULES = [name for name in _CANDIDATES if (PACKAGE_DIR / f"{name}.py").is_file()]

@@ -18,10 +18,10 @@ asks for, in the style of h11's `Connection`:
 Two queues hold what is on its way out, each with its policy when full:
 
 * **to the model**: control events (`session.update`, `conversation.item.truncate`,
-  `response.cancel`, the application's own) go first, then caller audio. The audio
-  is a drop-oldest buffer of `caller_buffer_frames` frames, counted in
-  `frames_dropped`, so reading Twilio never waits on the model; frames that queued
-  up behind a busy model socket leave as one `append` of up to `coalesce_ms`.
+  `response.cancel`, the application's own) go first, then the caller's audio, from
+  `CallerAudio` (`callbridge._inbound`): a drop-oldest queue of `caller_buffer_frames`
+  frames, so reading Twilio never waits on the model, coalesced when behind, with
+  the holes of frames lost on the line filled with silence by their timestamps.
 * **to Twilio**: the `Playout` (`callbridge._playout`), the model's audio in order
   with marks, `playout_buffer_chunks` long; when full, `playout.full` holds the model
   reader. Nothing goes to Twilio before its `start` (the stream SID is in every
@@ -70,7 +70,8 @@ from ._calldata import CallLimits, CallRefused, CallResult, CallStats
 from ._conversation import Conversation
 from ._errors import RemoteProtocolError
 from ._history import History
-from ._payload import base64_size, join_base64, silence, whole_ms
+from ._inbound import CallerAudio
+from ._payload import base64_size, silence, whole_ms
 from ._playback import Interruption, Playback
 from ._playout import Playout, Sent
 from .agent import Agent, CallContext
@@ -133,12 +134,10 @@ class Bridge:
         self.context: CallContext | None = None
         self.end_reason: EndReason | None = None
         self.end_detail = ""
-        # to the model: control events first, then caller audio (base64 frames)
+        # to the model: control events first, then the caller's audio
         self._control: deque[rt.ClientEvent] = deque()
-        self._caller_audio: deque[str] = deque()
-        self._model_coalesce = limits.coalesce_ms * tw.BYTES_PER_MS
-        # the caller frames in the event the model writer is sending
-        self._model_sending: tuple[str, ...] = ()
+        self.inbound = CallerAudio(self.stats, limit=limits.caller_buffer_frames,
+                                   coalesce_bytes=limits.coalesce_ms * tw.BYTES_PER_MS)
         # to Twilio: playout, and the one send the Twilio writer has under way
         self.playout = Playout(self.playback, limit=limits.playout_buffer_chunks,
                                coalesce_bytes=limits.coalesce_ms * bytes_per_ms)
@@ -227,7 +226,7 @@ class Bridge:
             self.protocol_error("twilio", str(exc), now)
             return
         if type(message) is tuple:  # caller audio: the per-frame path
-            self._caller_frame(message[0], message[1], now)
+            self._caller_frame(*message, now)
         else:
             self._twilio_message(message, now)  # type: ignore[arg-type]
 
@@ -239,18 +238,16 @@ class Bridge:
         self.protocol_error("twilio", f"{event} for stream {stream_sid!r}, not this call's", now)
         return True
 
-    def _caller_frame(self, stream_sid: str, payload: str, now: float) -> None:
+    def _caller_frame(self, stream_sid: str, payload: str, timestamp: int | None,
+                      now: float) -> None:
         if self._foreign(stream_sid, "media", now):
             return
         self.stats.frames_in += 1
-        if base64_size(payload) is None:
-            payload = self._bad_audio("twilio", payload, whole_ms(payload, tw.BYTES_PER_MS),
-                                      now)
-        audio = self._caller_audio
-        if len(audio) >= self.limits.caller_buffer_frames:
-            audio.popleft()
-            self.stats.frames_dropped += 1
-        audio.append(payload)
+        size = base64_size(payload)
+        if size is None:
+            size = whole_ms(payload, tw.BYTES_PER_MS)
+            payload = self._bad_audio("twilio", payload, size, now)
+        self.inbound.push(payload, size, timestamp)
 
     def _bad_audio(self, source: Literal["twilio", "model"], payload: str, nbytes: int,
                    now: float) -> str:
@@ -262,7 +259,7 @@ class Bridge:
 
     def _twilio_message(self, message: tw.TwilioMessage, now: float) -> None:
         if isinstance(message, tw.Media):
-            self._caller_frame(message.stream_sid, message.payload, now)
+            self._caller_frame(message.stream_sid, message.payload, message.timestamp, now)
         elif isinstance(message, tw.Mark):
             if not self._foreign(message.stream_sid, "mark", now):
                 echo = self.playback.mark_echoed(message.name, now)
@@ -356,9 +353,7 @@ class Bridge:
         agent = self.agent
         assert agent is not None, "model_connected() before the agent is known"
         self.stats.model_connections += 1
-        # caller audio whose send the old connection did not finish goes to the new one
-        self._caller_audio.extendleft(reversed(self._model_sending))
-        self._model_sending = ()
+        self.inbound.resend()  # what the old connection did not finish sending
         queued, self._control = self._control, deque()  # what waited (e.g. keypresses)
         self._control.append(agent.session_update(self.context))
         first = self.stats.model_connections == 1
@@ -571,28 +566,12 @@ class Bridge:
         """The next event to send the model, or None when there is nothing to send.
         Call `sent_to_model` once it is sent."""
         if self._control:
-            self._model_sending = ()
             return self._control.popleft()
-        audio = self._caller_audio
-        if not audio:
-            return None
-        payload = audio.popleft()
-        if not audio:  # idle: one frame, as it came
-            self._model_sending = (payload,)
-            return rt.InputAudioBufferAppend(audio=payload)
-        # behind: take what queued up meanwhile, as one append
-        payloads = [payload]
-        size = tw.payload_size(payload)
-        while size < self._model_coalesce and audio:
-            payloads.append(audio.popleft())
-            size += tw.payload_size(payloads[-1])
-        self._model_sending = tuple(payloads)
-        return rt.InputAudioBufferAppend(audio=join_base64(payloads))
+        return self.inbound.next()
 
     def sent_to_model(self) -> None:
         """The event from `next_to_model` is on its way."""
-        self.stats.frames_to_model += len(self._model_sending)
-        self._model_sending = ()
+        self.stats.frames_to_model += self.inbound.sent()
 
 
 def _error(message: str) -> str:

@@ -68,6 +68,8 @@ class CallStats:
     frames_in: int = 0
     frames_to_model: int = 0
     frames_dropped: int = 0
+    #: ms of μ-law silence put in for caller frames that never came (by their timestamps)
+    gap_filled_ms: int = 0
     chunks_out: int = 0
     bytes_out: int = 0
     marks_played: int = 0

@@ -370,11 +370,11 @@ def decode_twilio(text: str | bytes) -> tw.TwilioMessage:
     return _twilio_from(raw, kind)
 
 
-def decode_twilio_audio(text: str | bytes) -> tuple[str, str] | tw.TwilioMessage:
+def decode_twilio_audio(text: str | bytes) -> tuple[str, str, int | None] | tw.TwilioMessage:
     """`decode_twilio`, except that a caller-audio `media` frame comes back as just
-    `(stream_sid, payload)` (base64): the reader's per-frame fast path, with no
-    message object. It does not read the counters (`sequenceNumber`, `chunk`,
-    `timestamp`: diagnostics only), so a garbled counter does not cost the audio. A
+    `(stream_sid, payload, timestamp)` (base64; ms on the stream's clock): the reader's
+    per-frame fast path, with no message object. Garbled counters (`sequenceNumber`,
+    `chunk`, `timestamp`) do not cost the audio: an unreadable timestamp is None. A
     frame whose payload or stream SID is not a string takes the general path."""
     raw, kind = _load(text, "event")
     if kind == "media":
@@ -383,7 +383,10 @@ def decode_twilio_audio(text: str | bytes) -> tuple[str, str] | tw.TwilioMessage
             payload = media.get("payload")
             sid = raw.get("streamSid")
             if type(payload) is str and type(sid) is str:
-                return sid, payload
+                stamp = media.get("timestamp")
+                if type(stamp) is str and stamp.isascii() and stamp.isdigit():
+                    return sid, payload, int(stamp)
+                return sid, payload, stamp if type(stamp) is int and stamp >= 0 else None
     return _twilio_from(raw, kind)
 
 

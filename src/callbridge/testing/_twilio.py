@@ -235,7 +235,7 @@ class TwilioCaller:
             self.sent_audio += frame
             await self._send(tw.Media(
                 stream_sid=self.stream_sid, payload=base64.b64encode(frame).decode(),
-                track="inbound", chunk=chunk, timestamp=round(elapsed * 1000),
+                track="inbound", chunk=chunk, timestamp=(chunk - 1) * FRAME_MS,
                 sequence_number=self._next_seq()))
             await trio.sleep_until(self.t0 + chunk * FRAME_MS / 1000)
         self._hung_up = True
