@@ -361,8 +361,8 @@ def test_idle_prompts_then_a_goodbye_then_the_end() -> None:
         bridge.receive_model(delta(b"\x01" * 160, item=f"i{now}", response=f"r{now}"), now)
         bridge.receive_model(done(f"r{now}"), now + 0.5)
         drain_twilio(bridge, now + 0.5)
-        # the prompt is still playing; a goodbye ends the call in 10 s at the latest
-        assert bridge.next_deadline == (now + 10 if purpose == "goodbye" else None)
+        # the prompt is still playing; a goodbye ends the call in 30 s at the latest
+        assert bridge.next_deadline == (now + 30 if purpose == "goodbye" else None)
         bridge.receive_twilio(mark(f"{bridge.playback.generation}:160:i{now}"), now + 1)
         if purpose == "goodbye":
             break

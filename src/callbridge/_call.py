@@ -206,7 +206,7 @@ class Call:
     def hang_up(self, say: str | None = None) -> None:
         """Hang up once the agent's words under way have played: the response being
         generated, its tool calls, and every bit of its audio confirmed played by Twilio
-        (at most 10 s). `say`: have the agent say this line first (e.g. when the service
+        (at most 30 s). `say`: have the agent say this line first (e.g. when the service
         shuts down). Then Twilio is told to end the call (REST, with credentials), or the
         stream closes (nothing after `</Connect>`: Twilio ends the call). Returns at
         once; the call ends as `hung_up`. Once a call is ending, this is a no-op."""

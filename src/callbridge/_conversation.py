@@ -62,7 +62,7 @@ __all__ = ["OURS", "Conversation"]
 OURS = "callbridge"
 
 #: how long a goodbye may take to play before the call ends anyway
-GOODBYE_LIMIT = 10.0
+GOODBYE_LIMIT = 30.0
 
 
 @attrs.define
