@@ -13,10 +13,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._call import Call, LiveCalls, TwilioControl, run_call
+    from ._call import Call, LiveCalls, run_call
     from ._calldata import CallLimits, CallRefused, CallResult, CallStats
     from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
     from ._sockets import MessageSocket, SocketClosed, memory_socket_pair
+    from ._twilioctl import TwilioControl
     from .agent import PHONE_TURN_DETECTION, Agent, AgentFactory, CallContext, Guardrail
     from .backend import ModelConnectError, OpenAIRealtime, RealtimeBackend, RealtimeConnection
     from .calltools import end_call, transfer_call
@@ -30,7 +31,7 @@ _EXPORTS = {
     "CallStats": "_calldata",
     "Call": "_call",
     "LiveCalls": "_call",
-    "TwilioControl": "_call",
+    "TwilioControl": "_twilioctl",
     "run_call": "_call",
     "LocalProtocolError": "_errors",
     "ProtocolError": "_errors",

@@ -53,26 +53,24 @@ seam for ending the call and talking to the model from outside it.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlencode
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import trio
 
 from . import events as ev
 from . import realtime as rt
 from . import twilio as tw
-from . import twiml
 from ._bridge import Bridge, PendingTool
 from ._calldata import CallLimits, CallRefused, CallResult, CallStats
 from ._errors import RemoteProtocolError
 from ._sockets import MessageSocket, SocketClosed, as_message_socket
 from ._toolrun import run_tool
+from ._twilioctl import TwilioActions, TwilioControl
 from .agent import Agent, AgentFactory, CallContext
 from .backend import ModelConnectError, OpenAIRealtime, RealtimeBackend, RealtimeConnection
 from .events import CallEvent, EndReason
@@ -88,7 +86,6 @@ __all__ = [
     "CallResult",
     "CallStats",
     "LiveCalls",
-    "TwilioControl",
     "run_call",
 ]
 
@@ -97,16 +94,6 @@ log = logging.getLogger("callbridge.call")
 #: a model connection that lasted this long was healthy: losing it starts a new outage
 #: (one that drops sooner counts as a failed attempt of the same outage, with backoff)
 HEALTHY_SESSION_S = 5.0
-
-
-class TwilioControl(Protocol):
-    """What a call needs of Twilio's REST API to hang up and transfer
-    (`callbridge.twilio_rest.TwilioRest` is one)."""
-
-    async def hang_up(self, call_sid: str) -> bool: ...
-
-    async def update_call(self, call_sid: str, *, twiml: str | None = None) -> Mapping[str, Any]:
-        ...
 
 
 class Call:
@@ -127,9 +114,7 @@ class Call:
         service_url: str | None = None,
     ) -> None:
         self.limits = limits
-        self._rest = twilio
-        self._service_url = service_url
-        self._transfer: str | None = None  # the TwiML that hands the call on
+        self._twilio_actions = TwilioActions(twilio, service_url)
         #: who answered (an outbound call with answering-machine detection), once known
         self.answered_by: str | None = None
         self._on_event = on_event
@@ -220,14 +205,8 @@ class Call:
         (seconds of ringing) are `<Dial>`'s; `failure_line`, when set, is what the caller
         hears if nobody answers (then the call ends). Needs Twilio's REST API
         (credentials); raises RuntimeError without it. The call ends as `transferred`."""
-        if self._rest is None:
-            raise RuntimeError("transferring a call needs Twilio's REST API: set "
-                               "TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN (or an API key pair)")
-        if self._transfer is None:
-            action = None
-            if failure_line is not None and self._service_url is not None:
-                action = f"{self._service_url}/dial-action?{urlencode({'line': failure_line})}"
-            self._transfer = twiml.dial(to, caller_id=caller_id, timeout=timeout, action=action)
+        self._twilio_actions.prepare_transfer(to, caller_id=caller_id, timeout=timeout,
+                                              failure_line=failure_line)
         self._bridge.end_after_playout(EndReason.TRANSFERRED, trio.current_time())
         self._wake()
 
@@ -304,7 +283,9 @@ class Call:
             # wait for that rather than race it. Otherwise, closing is our job (it is
             # how Twilio learns to run the next TwiML verb).
             reason = bridge.end_reason
-            if await self._tell_twilio(reason):
+            if await self._twilio_actions.after(reason, self.call_sid, bridge.agent,
+                                                within=self.limits.rest_timeout,
+                                                on_event=self._on_event):
                 pass  # Twilio stops the stream itself: wait for it below
             elif reason not in (EndReason.CALLER_HANGUP, EndReason.TWILIO_CLOSED):
                 await self._close_twilio(1008 if reason is EndReason.REFUSED else 1000)
@@ -315,43 +296,6 @@ class Call:
             nursery.cancel_scope.cancel()
         self._result = bridge.result(trio.current_time())
         return self._result
-
-    async def _tell_twilio(self, reason: EndReason | None) -> bool:
-        """After a hang-up or a transfer, tell Twilio's REST API; whether it took it."""
-        call_sid, rest = self.call_sid, self._rest
-        if rest is None or call_sid is None:
-            return False
-        transfer = self._transfer
-        request: Callable[[], Awaitable[object]]
-        if reason is EndReason.TRANSFERRED and transfer is not None:
-            action, request = "transfer", functools.partial(rest.update_call, call_sid,
-                                                            twiml=transfer)
-        elif reason in (EndReason.HUNG_UP, EndReason.IDLE, EndReason.TIME_LIMIT):
-            action, request = "hang_up", functools.partial(rest.hang_up, call_sid)
-        elif reason in (EndReason.MODEL_UNAVAILABLE, EndReason.MODEL_ERROR):
-            agent = self._bridge.agent or Agent()  # the apology instead of dead air
-            transfer = twiml.say_and_hang_up(agent.apology)
-            action, request = "apology", functools.partial(rest.update_call, call_sid,
-                                                           twiml=transfer)
-        else:
-            return False
-        ok = False
-        with trio.move_on_after(self.limits.rest_timeout) as scope:
-            try:
-                await request()
-                ok = True
-            except Exception as exc:  # Twilio's error, or the network's: logged, not fatal
-                # no traceback: the error says what Twilio (or the network) said
-                log.error("Twilio REST %s of call %s failed: %s",  # noqa: TRY400
-                          action, call_sid, exc)
-        if scope.cancelled_caught:
-            log.error("Twilio REST %s of call %s: no answer in %s s", action, call_sid,
-                      self.limits.rest_timeout)
-        if self._on_event is not None:
-            now = trio.current_time()
-            self._on_event(ev.TwilioAction(at=now, wall=time.time(), action=action, ok=ok,
-                                           twiml=None if action == "hang_up" else transfer))
-        return ok
 
     async def _watch_limits(self) -> None:
         """End a call whose stream went silent (`media_idle_s`: Twilio sends a frame
