@@ -183,3 +183,54 @@ async def test_a_fatal_model_error_ends_the_call(autojump_clock: trio.testing.Mo
     run = await simulate(Refusing(), caller, agent=Agent())
     assert run.result.reason is EndReason.MODEL_ERROR
     assert "insufficient_quota" in run.result.detail
+
+
+class Stalling:
+    """A connection that goes silent at `at` while staying open: no events, no pongs."""
+
+    def __init__(self, inner: RealtimeConnection, at: float) -> None:
+        self.inner, self.at = inner, at
+        self.last_heard = trio.current_time()
+        self.pings = 0
+
+    async def send(self, event: rt.ClientEvent) -> None:
+        await self.inner.send(event)
+
+    async def receive(self) -> rt.ServerEvent | None:
+        with trio.move_on_at(self.at):
+            event = await self.inner.receive()
+            self.last_heard = trio.current_time()
+            return event
+        await trio.sleep_forever()
+        return None
+
+    async def ping(self) -> None:
+        self.pings += 1
+        if trio.current_time() < self.at:
+            self.last_heard = trio.current_time()  # the pong
+
+
+class StallsOnce(DropsOnce):
+    @asynccontextmanager
+    async def connect(self, model: str) -> AsyncIterator[RealtimeConnection]:
+        self.connections += 1
+        async with self.inner.connect(model) as connection:
+            yield Stalling(connection, self.at) if self.connections == 1 else connection
+
+
+async def test_a_stalled_model_is_noticed_by_its_silence_and_reopened(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    local = LocalRealtimeServer(scripted_brain([
+        Reply(audio=tone(800), transcript="Hello, how can I help?"), remembers]))
+    model = StallsOnce(local, at=3.0)
+    caller = TwilioCaller(utterances=[Utterance(at=40.0, duration=0.6)], hangup_at=45.0)
+    run = await simulate(model, caller, agent=Agent(greeting="Greet.", idle_timeout=None),
+                         limits=CallLimits(model_ping_s=5.0))
+    assert run.result.reason is EndReason.CALLER_HANGUP
+    connected = [e.at - caller.t0 for e in run.events if isinstance(e, ev.ModelConnected)]
+    assert len(connected) == 2 and 3.0 + 10.0 <= connected[1] <= 3.0 + 15.1
+    # nothing the caller said was lost: the stalled session, then the new one
+    assert b"".join(bytes(s.input_audio) for s in local.sessions) == bytes(caller.sent_audio)
+    said = [r.transcript for s in local.sessions for r in s.responses]
+    assert said == ["Hello, how can I help?", "As I said: Hello, how can I help?"]

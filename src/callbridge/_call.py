@@ -138,6 +138,8 @@ class Call:
         self._replacing = False
         self._rotation_due = False  # the session is old: replace it at a turn boundary
         self._last_frame = trio.current_time()  # when Twilio last sent anything
+        self._model_parked = False  # the model reader waits for Twilio to take audio
+        self._model_unparked = -math.inf
         self._result: CallResult | None = None
 
     # --- the handle --------------------------------------------------------------------
@@ -443,11 +445,26 @@ class Call:
                     self._model_link = link.cancel_scope
                     link.start_soon(self._write_model, model)
                     link.start_soon(self._rotate, trio.current_time())
+                    link.start_soon(self._keepalive, model)
                     await self._read_model(model)
                     link.cancel_scope.cancel()
                 self._model_link = None
         if scope.cancelled_caught:
             raise ModelConnectError(f"no connection within {within:g} s")
+
+    async def _keepalive(self, model: RealtimeConnection) -> None:
+        """Ping the model; a connection that sent nothing for two intervals while we
+        were reading it (not holding back for Twilio) has stalled: drop it (the model
+        task reopens it). Connections that cannot say when they last heard: no check."""
+        interval, ping = self.limits.model_ping_s, getattr(model, "ping", None)
+        if ping is None or getattr(model, "last_heard", None) is None:
+            return
+        while True:
+            await trio.sleep(interval)
+            heard = max(model.last_heard, self._model_unparked)  # type: ignore[attr-defined]
+            if not self._model_parked and trio.current_time() - heard > 2 * interval:
+                raise SocketClosed(f"the model sent nothing for {2 * interval:g} s")
+            await ping()
 
     async def _rotate(self, opened: float) -> None:
         """Ask for a new session before this one reaches the API's age limit; the
@@ -481,8 +498,11 @@ class Call:
                 while (pending := bridge.next_tool_call()) is not None:
                     assert self._pumps is not None
                     self._pumps.start_soon(self._run_tool, pending)
-            while bridge.playout.full:
-                await self._playout_room.park()
+            if bridge.playout.full:  # not reading: a quiet model is not a stalled one
+                self._model_parked = True
+                while bridge.playout.full:
+                    await self._playout_room.park()
+                self._model_parked, self._model_unparked = False, trio.current_time()
 
     async def _run_tool(self, pending: PendingTool) -> None:
         await self._started.wait()  # the tool gets the call's context

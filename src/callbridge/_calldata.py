@@ -49,6 +49,9 @@ class CallLimits:
     #: a model session older than this is replaced at the next turn boundary (the
     #: Realtime API ends sessions at 60 minutes), the conversation carried over
     session_max_s: float = 55 * 60
+    #: the model connection is pinged this often; one that sends nothing back (not
+    #: even a pong) for twice as long is stalled: it is dropped and reopened
+    model_ping_s: float = 10.0
     #: Twilio sends a frame every 20 ms, silence included: a stream that sends nothing
     #: for this long is dead, and the call ends as `media_timeout`
     media_idle_s: float = 10.0

@@ -71,6 +71,8 @@ class ClientWebSocket:
         """Wrap `stream`, whose opening handshake is done; `received` is what was read
         past the server's handshake response."""
         self._stream = stream
+        #: when the server last sent anything (trio's clock): how a stall shows
+        self.last_heard = trio.current_time()
         self._reader = FrameReader(max_message_size=max_message_size)
         self._reader.feed(received)
         self._writer = FrameWriter()
@@ -128,6 +130,14 @@ class ClientWebSocket:
                 await self._peer_closed(event)
                 return None
             # a Pong: we send no pings, so there is nothing to match it with
+
+    async def ping(self) -> None:
+        """Send a ping (the server's pong, like anything it sends, moves `last_heard`);
+        nothing when the connection is closed."""
+        try:
+            await self._send_frame(self._writer.ping(b"callbridge"))
+        except SocketClosed:
+            pass
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection: send a close frame, wait up to `disconnect_timeout`
@@ -202,6 +212,7 @@ class ClientWebSocket:
             self._send_closed = self._receive_closed = True
             self._peer_done.set()
             return False
+        self.last_heard = trio.current_time()
         self._reader.feed(data)
         return True
 

@@ -64,6 +64,18 @@ class EventConnection:
         text = await self.socket.receive()
         return None if text is None else codec.decode_server_event(text)
 
+    async def ping(self) -> None:
+        """Ask the server for a sign of life (a WebSocket ping), if the socket can."""
+        ping = getattr(self.socket, "ping", None)
+        if ping is not None:
+            await ping()
+
+    @property
+    def last_heard(self) -> float | None:
+        """When the server last sent anything; None if the socket cannot tell."""
+        heard = getattr(self.socket, "last_heard", None)
+        return heard if isinstance(heard, float) else None
+
 
 def realtime_url(base_url: str, model: str) -> str:
     """The WebSocket URL for `model`, derived from an HTTP base URL as the openai SDK
