@@ -201,11 +201,15 @@ async def test_a_drop_mid_response_reconnects_and_the_caller_hears_no_stale_audi
 
 class Stalling:
     """A model connection that neither reads nor writes from `start` to `end` seconds
-    after it opened (its socket stays open), then carries on as if nothing happened."""
+    after it opened (its socket stays open), then carries on as if nothing happened.
+    Like the real client's socket it tells when it last heard the server
+    (`last_heard`) and answers pings, except while it stalls: callbridge's liveness
+    check (`CallLimits.model_ping_s`) runs on it."""
 
     def __init__(self, inner: RealtimeConnection, start: float, end: float) -> None:
         now = trio.current_time()
         self.inner, self.start, self.end = inner, now + start, now + end
+        self.last_heard = now
 
     def _stalled(self) -> bool:
         return self.start <= trio.current_time() < self.end
@@ -219,7 +223,12 @@ class Stalling:
         event = await self.inner.receive()
         if self._stalled():
             await trio.sleep_until(self.end)
+        self.last_heard = trio.current_time()
         return event
+
+    async def ping(self) -> None:
+        if not self._stalled():
+            self.last_heard = trio.current_time()  # the pong
 
 
 class Stalls:
@@ -232,22 +241,23 @@ class Stalls:
             yield Stalling(connection, self.start, self.end)
 
 
-@pytest.mark.parametrize("stall_s", [10.0, 20.0])
+@pytest.mark.parametrize(("stall_s", "ping_s"), [(10.0, 10.0), (20.0, 30.0)])
 async def test_a_stalled_model_is_waited_for_with_the_callers_audio_bounded(
-    autojump_clock: trio.testing.MockClock, stall_s: float,
+    autojump_clock: trio.testing.MockClock, stall_s: float, ping_s: float,
 ) -> None:
-    """Nothing watches the model for liveness: a model that goes silent with its
-    socket open is waited for, the call stays up (the caller hears nothing new), and
-    the caller's audio is kept meanwhile in `caller_buffer_frames` (500: 10 s), the
-    oldest dropped and counted beyond that. When the model comes back it gets what
-    was kept, in order, and the call carries on."""
+    """A model that goes silent with its socket open (no events, no pongs) for less
+    than two `model_ping_s` is waited for: no reconnect, the call stays up, the caller
+    hears nothing new, and the caller's audio is kept meanwhile in
+    `caller_buffer_frames` (500: 10 s), the oldest dropped and counted beyond that.
+    When the model comes back it gets what was kept, in order, and the call carries
+    on. (Longer, it is dropped and reopened: tests/test_model_faults.py.)"""
     local = LocalRealtimeServer(scripted_brain([
         Reply(audio=tone(1000), transcript="Hello."),
         Reply(audio=tone(600, hz=600), transcript="I heard you.")]))
     # the caller speaks 2 s into the stall, which begins 2 s into the call
     hangup = 2.0 + stall_s + 4.0
     caller = TwilioCaller(utterances=[Utterance(at=4.0, duration=0.6)], hangup_at=hangup)
-    limits = CallLimits()
+    limits = CallLimits(model_ping_s=ping_s)
     run = await simulate(Stalls(local, 2.0, 2.0 + stall_s), caller, limits=limits)
     [session] = local.sessions  # no reconnect: the socket never closed
     stats = run.result.stats
@@ -277,10 +287,12 @@ async def test_a_stalled_model_is_waited_for_with_the_callers_audio_bounded(
 
 class Mute:
     """A model connection that goes on reading but sends nothing after `after` seconds
-    (its events are swallowed): a model that stopped answering, its socket open."""
+    (its events are swallowed): a model that stopped answering, its socket open and
+    answering pings, as a live socket does (`last_heard`, `ping`)."""
 
     def __init__(self, inner: RealtimeConnection, after: float) -> None:
         self.inner, self.after = inner, trio.current_time() + after
+        self.last_heard = trio.current_time()
 
     async def send(self, event: rt.ClientEvent) -> None:
         await self.inner.send(event)
@@ -289,7 +301,11 @@ class Mute:
         while True:
             event = await self.inner.receive()
             if event is None or trio.current_time() < self.after:
+                self.last_heard = trio.current_time()
                 return event
+
+    async def ping(self) -> None:
+        self.last_heard = trio.current_time()  # the pong
 
 
 class GoesMute:
@@ -305,8 +321,9 @@ class GoesMute:
 async def test_a_model_that_stops_answering_is_waited_for_as_long_as_the_caller_stays(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """The model keeps reading but answers nothing after its greeting: nothing
-    watches for that. The caller's audio goes on to it, whole; the caller's
+    """The model keeps reading but answers nothing after its greeting: the liveness
+    check hears the socket's pongs and is satisfied, and nothing else watches for
+    a model that does not answer. The caller's audio goes on to it, whole; the caller's
     question gets no answer; the idle prompt (8 s after the greeting) is sent once and
     never answered, so it never escalates to the goodbye; the call lasts until the
     caller hangs up (or `max_call_s`, 2 h)."""
