@@ -119,11 +119,11 @@ async def test_a_model_refusing_with_401_is_retried_for_the_budget_then_the_call
             backend = OpenAIRealtime(api_key="sk-revoked-key",
                                      base_url=f"http://127.0.0.1:{listener.port}/v1")
             run = await simulate(backend, caller,
-                                 limits=CallLimits(model_connect_budget=1.0))
+                                 limits=CallLimits(model_connect_budget=2.0))
             nursery.cancel_scope.cancel()
     gc.collect()  # trio-websocket's refused sockets, while the filters apply
     assert run.result.reason is EndReason.MODEL_UNAVAILABLE
-    assert run.result.detail == "no model connection for 1 s"
+    assert run.result.detail == "no model connection for 2 s"
     assert len(attempts) >= 2  # retried with backoff: a 401 is not told from a blip
     assert set(attempts) == {"/v1/realtime?model=gpt-realtime"}
     assert run.result.stats.model_connections == 0
