@@ -137,11 +137,6 @@ async def test_media_before_a_refused_start_never_reaches_a_model(
     assert caller.closed_by_server and caller.received == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Bridge._foreign takes every frame that comes before `start` as this call's (there "
-    "is no streamSid to compare yet): media of another streamSid sent before `start` is "
-    "forwarded to the model as this caller's audio and not counted as a protocol "
-    "error, where the same frame after `start` is dropped and counted"))
 async def test_media_of_another_stream_before_start_is_not_forwarded(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -145,6 +145,7 @@ class Bridge:
         self._tool_calls: deque[PendingTool] = deque()
         self.history = History()  # what a new session is told (and the words so far)
         self._tripped: set[str] = set()  # responses a guardrail cut off
+        self._early: list[tuple[str, str, int | None]] = []  # media before `start`
         self._spoken = False  # the model produced audio (its voice is fixed now)
 
     # --- state -------------------------------------------------------------------------
@@ -240,6 +241,10 @@ class Bridge:
 
     def _caller_frame(self, stream_sid: str, payload: str, timestamp: int | None,
                       now: float) -> None:
+        if self.start is None:  # whose stream it is, `start` will say: held until then
+            if len(self._early) < self.limits.caller_buffer_frames:
+                self._early.append((stream_sid, payload, timestamp))
+            return
         if self._foreign(stream_sid, "media", now):
             return
         self.stats.frames_in += 1
@@ -299,6 +304,9 @@ class Bridge:
                                               live=self._handle)
         self._emit(ev.Start, now, stream_sid=start.stream_sid, call_sid=start.call_sid,
                    custom_parameters=dict(start.custom_parameters))
+        early, self._early = self._early, []
+        for frame in early:
+            self._caller_frame(*frame, now)
 
     def tick(self, now: float) -> None:
         """Time passed: do what was due by `now` (see `next_deadline`)."""
