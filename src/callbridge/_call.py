@@ -409,6 +409,10 @@ class Call:
                 await self._model_session(bridge.agent.model, left)
             except* (ModelConnectError, SocketClosed, OSError) as group:
                 log.warning("model connection: %s", group.exceptions[0])
+                refused = [e for e in group.exceptions
+                           if isinstance(e, ModelConnectError) and e.refused]
+                if refused:  # a bad key or no access: no retry would fare better
+                    self._end(EndReason.MODEL_ERROR, str(refused[0]))
             connected = bridge.stats.model_connections > connections
             if bridge.ended:
                 return

@@ -35,7 +35,12 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
 class ModelConnectError(Exception):
-    """The model's realtime endpoint could not be reached or refused us."""
+    """The model's realtime endpoint could not be reached or refused us. `refused`:
+    it answered that we may not (HTTP 401 or 403): trying again will not help."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 class RealtimeConnection(Protocol):
@@ -126,8 +131,8 @@ class OpenAIRealtime:
             # never echo the request: it carries the key
             status = exc.status_code if isinstance(exc, HandshakeError) else None
             detail = f" (HTTP {status})" if status is not None else ""
-            raise ModelConnectError(
-                f"cannot connect to {url}: {type(exc).__name__}{detail}") from None
+            raise ModelConnectError(f"cannot connect to {url}: {type(exc).__name__}{detail}",
+                                    refused=status in (401, 403)) from None
         try:
             yield EventConnection(ws)
         finally:
