@@ -13,8 +13,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._call import Call, LiveCalls, run_call
-    from ._calldata import CallLimits, CallRefused, CallResult, CallStats
+    from ._call import Call, run_call
+    from ._calldata import CallLimits, CallRefused, CallResult, CallStats, LiveCalls
     from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
     from ._sockets import MessageSocket, SocketClosed, memory_socket_pair
     from ._twilioctl import TwilioControl
@@ -30,7 +30,7 @@ _EXPORTS = {
     "CallResult": "_calldata",
     "CallStats": "_calldata",
     "Call": "_call",
-    "LiveCalls": "_call",
+    "LiveCalls": "_calldata",
     "TwilioControl": "_twilioctl",
     "run_call": "_call",
     "LocalProtocolError": "_errors",

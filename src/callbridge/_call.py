@@ -57,7 +57,7 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -66,7 +66,7 @@ from . import events as ev
 from . import realtime as rt
 from . import twilio as tw
 from ._bridge import Bridge, PendingTool
-from ._calldata import CallLimits, CallRefused, CallResult, CallStats
+from ._calldata import CallLimits, CallRefused, CallResult, CallStats, LiveCalls
 from ._errors import RemoteProtocolError
 from ._sockets import MessageSocket, SocketClosed, as_message_socket
 from ._toolrun import run_tool
@@ -535,29 +535,6 @@ async def _chosen(choose: AgentFactory, context: CallContext) -> Agent:
     if not isinstance(agent, Agent):
         raise TypeError(f"the agent factory returned {type(agent).__name__}, not an Agent")
     return agent
-
-
-class LiveCalls:
-    """The calls running in this process (a service worker), to find and act on them."""
-
-    def __init__(self) -> None:
-        self._calls: set[Call] = set()
-
-    def add(self, call: Call) -> None:
-        self._calls.add(call)
-
-    def discard(self, call: Call) -> None:
-        self._calls.discard(call)
-
-    def __len__(self) -> int:
-        return len(self._calls)
-
-    def __iter__(self) -> Iterator[Call]:
-        return iter(list(self._calls))
-
-    def by_call_sid(self, call_sid: str) -> Call | None:
-        """The live call with this Twilio CallSid (known once its `start` came)."""
-        return next((c for c in self._calls if c.call_sid == call_sid), None)
 
 
 async def run_call(

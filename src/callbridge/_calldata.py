@@ -3,17 +3,22 @@
 `CallLimits` goes into `run_call`, `CallStats` counts while the call runs (the live
 `Call.stats`), `CallResult` is what `run_call` returns; `CallRefused` is what an
 `authorize` callback raises. The `Bridge` (`callbridge._bridge`) fills them in.
+`LiveCalls` is a service worker's set of live calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import attrs
 
 from .events import EndReason
 
-__all__ = ["CallLimits", "CallRefused", "CallResult", "CallStats"]
+if TYPE_CHECKING:
+    from ._call import Call
+
+__all__ = ["CallLimits", "CallRefused", "CallResult", "CallStats", "LiveCalls"]
 
 
 @attrs.frozen(kw_only=True)
@@ -103,3 +108,26 @@ class CallResult:
     call_sid: str | None = None
     custom_parameters: Mapping[str, str] = attrs.field(factory=dict)
     stats: CallStats = attrs.field(factory=CallStats)
+
+
+class LiveCalls:
+    """The calls running in this process (a service worker), to find and act on them."""
+
+    def __init__(self) -> None:
+        self._calls: set[Call] = set()
+
+    def add(self, call: Call) -> None:
+        self._calls.add(call)
+
+    def discard(self, call: Call) -> None:
+        self._calls.discard(call)
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __iter__(self) -> Iterator[Call]:
+        return iter(list(self._calls))
+
+    def by_call_sid(self, call_sid: str) -> Call | None:
+        """The live call with this Twilio CallSid (known once its `start` came)."""
+        return next((c for c in self._calls if c.call_sid == call_sid), None)
