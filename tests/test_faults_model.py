@@ -21,8 +21,9 @@ import pytest
 import trio
 import trio.testing
 from _schema import validate_client_event
+from test_model_faults import DropsOnce
 
-from callbridge import Agent, CallLimits, EndReason, SocketClosed, memory_socket_pair, run_call
+from callbridge import Agent, CallLimits, EndReason, memory_socket_pair, run_call
 from callbridge import events as ev
 from callbridge import realtime as rt
 from callbridge.backend import EventConnection, OpenAIRealtime, RealtimeConnection
@@ -134,37 +135,6 @@ async def test_a_model_refusing_with_401_ends_the_call_at_once() -> None:
 # --- drops mid-response --------------------------------------------------------------
 
 
-class Dropping:
-    """A model connection that dies `at` seconds after it opened: reads end, sends fail."""
-
-    def __init__(self, inner: RealtimeConnection, at: float) -> None:
-        self.inner, self.at = inner, trio.current_time() + at
-
-    async def send(self, event: rt.ClientEvent) -> None:
-        if trio.current_time() >= self.at:
-            raise SocketClosed("the model's socket was reset")
-        await self.inner.send(event)
-
-    async def receive(self) -> rt.ServerEvent | None:
-        with trio.move_on_at(self.at):
-            return await self.inner.receive()
-        return None
-
-
-class DropsFirst:
-    """The local model, whose first connection dies `at` seconds in."""
-
-    def __init__(self, inner: LocalRealtimeServer, at: float) -> None:
-        self.inner, self.at, self.sessions = inner, at, inner.sessions
-        self.connections = 0
-
-    @asynccontextmanager
-    async def connect(self, model: str) -> AsyncIterator[RealtimeConnection]:
-        self.connections += 1
-        async with self.inner.connect(model) as connection:
-            yield Dropping(connection, self.at) if self.connections == 1 else connection
-
-
 async def test_a_drop_mid_response_reconnects_and_the_caller_hears_no_stale_audio(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -173,7 +143,7 @@ async def test_a_drop_mid_response_reconnects_and_the_caller_hears_no_stale_audi
         Reply(audio=tone(3000), transcript="Welcome to Pizza Co."),
         Reply(audio=tone(800, hz=600), transcript="Sure.")]), speedup=1.25)
     caller = TwilioCaller(utterances=[Utterance(at=5.0, duration=0.6)], hangup_at=9.0)
-    run = await simulate(DropsFirst(local, at=1.0), caller)
+    run = await simulate(DropsOnce(local, at=1.0), caller)
     assert run.result.reason is EndReason.CALLER_HANGUP  # the call went on
     first, second = local.sessions
     assert first.responses[0].status == "in_progress"  # cut off mid-response

@@ -28,10 +28,10 @@ from callbridge.testing import SimulatedCall, TwilioCaller, Utterance
 
 
 class Dropping:
-    """A connection that dies at `at` (call clock): reads end, sends fail."""
+    """A connection that dies `at` seconds after it opened: reads end, sends fail."""
 
     def __init__(self, inner: RealtimeConnection, at: float) -> None:
-        self.inner, self.at = inner, at
+        self.inner, self.at = inner, trio.current_time() + at
 
     async def send(self, event: rt.ClientEvent) -> None:
         if trio.current_time() >= self.at:
@@ -186,10 +186,11 @@ async def test_a_fatal_model_error_ends_the_call(autojump_clock: trio.testing.Mo
 
 
 class Stalling:
-    """A connection that goes silent at `at` while staying open: no events, no pongs."""
+    """A connection that goes silent `at` seconds after it opened, while staying open:
+    no events, no pongs."""
 
     def __init__(self, inner: RealtimeConnection, at: float) -> None:
-        self.inner, self.at = inner, at
+        self.inner, self.at = inner, trio.current_time() + at
         self.last_heard = trio.current_time()
         self.pings = 0
 
