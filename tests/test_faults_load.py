@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 import trio.testing
-from test_faults_model import Dropping
+from test_model_faults import Dropping
 from test_service import hiss
 
 from callbridge import Agent, EndReason, memory_socket_pair, run_call
