@@ -10,8 +10,10 @@ from __future__ import annotations
 import bisect
 import importlib.metadata
 import json
+import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -261,7 +263,7 @@ def _num(x: Any, fmt: str = "{:.1f}") -> str:
     return "–" if x is None else fmt.format(x)
 
 
-def markdown(result: Mapping[str, Any]) -> str:
+def _header(result: Mapping[str, Any]) -> list[str]:
     m = result["machine"]
     cfg = result["config"]
     lines = [f"# callbridge load bench: {result['title']}", "",
@@ -269,48 +271,109 @@ def markdown(result: Mapping[str, Any]) -> str:
              f"- machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, "
              f"Python {m['python']}",
              "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v),
-             f"- callbridge: {m['callbridge_rev']} ({m['callbridge_src']})",
-             f"- pinning: {cfg['pinning']}; {cfg['workers']} hypercorn worker(s); "
-             f"{cfg['duration']:g} s measured per step after ramp-up; seed {cfg['seed']}"
-             + (f"; calls last ~{cfg['churn_s']:g} s, then new ones dial"
-                if "churn_s" in cfg else ""),
-             f"- date: {m['date']}", ""]
+             f"- callbridge: {m['callbridge_rev']} ({m['callbridge_src']})"]
+    servers = cfg.get("servers")
+    if servers:
+        lines += [f"- server `{k}`: `{v}`" for k, v in servers.items()]
+    elif cfg.get("server"):
+        lines.append(f"- server: `{cfg['server']}`")
+    lines += [f"- pinning: {cfg['pinning']}; {cfg['workers']} worker(s); "
+              f"{cfg['duration']:g} s measured per step after ramp-up; seed {cfg['seed']}"
+              + (f"; calls last ~{cfg['churn_s']:g} s, then new ones dial"
+                 if "churn_s" in cfg else ""),
+              f"- date: {m['date']}", ""]
+    return lines
+
+
+#: leading columns of a table of runs: (header, value of a run)
+Columns = Sequence[tuple[str, Any]]
+
+
+def _steps_table(steps: Sequence[Mapping[str, Any]], lead: Columns = ()) -> list[str]:
+    lines = [
+        "| " + "".join(f"{h} | " for h, _ in lead)
+        + "calls | server CPU % | CPU %/call | calls/core | c→m p50 / p99 / max ms "
+        "| m→c p50 / p99 / max ms | barge-in p50 / p99 ms (n) | lost | reord. | stale "
+        "| discarded by barge-in | RSS/call KiB | gen. late p99 ms | load CPU % | verdict |",
+        "|" + "---|" * (15 + len(lead)),
+    ]
+    for s in steps:
+        cells = "".join(f"{f(s)} | " for _, f in lead)
+        if "error" in s:  # the run itself failed (compare mode goes on)
+            lines.append(f"| {cells}{s['calls']} |" + " – |" * 13 + f" FAIL: {s['error']} |")
+            continue
+        fr = s["frames"]
+        v = s["verdict"]
+        b = s["barge_in"]
+        verdict_text = "ok" if v["pass"] else "FAIL: " + "; ".join(v["reasons"])
+        if v["generator_saturated"]:
+            verdict_text += " (generator saturated)"
+        if v.get("disturbed"):
+            verdict_text += f" (disturbed: other processes used {s['other_cpu_pct']:.0f} % CPU)"
+        lines.append(
+            f"| {cells}{s['calls']} | {_num(s['server_cpu_pct'])} "
+            f"| {_num(s['cpu_pct_per_call'], '{:.3f}')} "
+            f"| {_num(s['calls_per_core'], '{:.0f}')} | {_ms(s['c2m'])} | {_ms(s['m2c'])} "
+            f"| {_num(b['p50'], '{:.2f}')} / {_num(b['p99'], '{:.2f}')} ({b['n']}) "
+            f"| {fr['c2m_lost'] + fr['m2c_lost']} "
+            f"| {fr['c2m_reordered'] + fr['m2c_reordered']} | {fr['stale_after_clear']} "
+            f"| {fr['discarded_by_barge_in']} | {_num(s['rss_per_call_kib'])} "
+            f"| {_num(s['lateness']['p99'], '{:.2f}')} | {_num(s['load_cpu_pct'])} "
+            f"| {verdict_text} |")
+    lines.append("")
+    return lines
+
+
+def _workers_table(steps: Sequence[Mapping[str, Any]], lead: Columns = ()) -> list[str]:
+    """Each worker's CPU, its share of the workers' CPU and the calls it held (when the
+    run recorded them): whether the calls spread evenly over the workers."""
+    multi = [s for s in steps if len(s.get("worker_cpu_pct") or []) > 1]
+    if not multi:
+        return []
+    lines = ["How the calls spread over the workers (under hypercorn and uvicorn the kernel "
+             "hands each new connection to whichever worker accepts first): each worker's "
+             "CPU %, its share of the workers' CPU, and the calls (connections to the "
+             "server's port) it held at N:",
+             "",
+             "| " + "".join(f"{h} | " for h, _ in lead)
+             + "calls | worker pids | worker CPU % | CPU share | calls per worker "
+             "| generator CPU % | model CPU % |",
+             "|" + "---|" * (7 + len(lead))]
+    for s in multi:
+        cells = "".join(f"{f(s)} | " for _, f in lead)
+        pids = s.get("worker_pids")
+        share = s.get("worker_cpu_share")
+        calls = s.get("worker_calls")
+        lines.append(
+            f"| {cells}{s['calls']} | {' / '.join(map(str, pids)) if pids else '–'} "
+            f"| {' / '.join(f'{w:.0f}' for w in s['worker_cpu_pct'])} "
+            f"| {' / '.join(_num(x, '{:.0%}') for x in share) if share else '–'} "
+            f"| {' / '.join(_num(x, '{}') for x in calls) if calls else '–'} "
+            f"| {_num(s.get('generator_cpu_pct'))} | {_num(s.get('model_cpu_pct'))} |")
+    lines.append("")
+    return lines
+
+
+FIGURES_NOTE = (
+    "Figures: latency is bridge-added one-way time from the sender's stamp to the "
+    "receiver's read, both ways, over loopback (it includes the kernel and the peers' "
+    "own scheduling: an upper bound). barge-in = `speech_started` sent by the model "
+    "→ `clear` read by the caller. CPU is the server's process time over wall time "
+    "(100 % = one core); calls/core = 100 / (CPU %/call). RSS/call = (workers' RSS "
+    "at N − idle) / N. Lost counts frames that never arrived both ways; "
+    "discarded by barge-in = model audio queued in the bridge when the caller "
+    "interrupted (dropped on purpose); stale = audio of an interrupted response "
+    "played after `clear` (a bug). See bench/README.md.")
+
+
+def markdown(result: Mapping[str, Any]) -> str:
+    if result.get("compare"):
+        return compare_markdown(result)
+    lines = _header(result)
     steps = result.get("steps") or []
     if steps:
-        lines += [
-            "| calls | server CPU % | CPU %/call | calls/core | c→m p50 / p99 / max ms "
-            "| m→c p50 / p99 / max ms | barge-in p50 / p99 ms (n) | lost | reord. | stale "
-            "| discarded by barge-in | RSS/call KiB | gen. late p99 ms | load CPU % | verdict |",
-            "|" + "---|" * 15,
-        ]
-        for s in steps:
-            fr = s["frames"]
-            v = s["verdict"]
-            b = s["barge_in"]
-            verdict_text = "ok" if v["pass"] else "FAIL: " + "; ".join(v["reasons"])
-            if v["generator_saturated"]:
-                verdict_text += " (generator saturated)"
-            if v.get("disturbed"):
-                verdict_text += f" (disturbed: other processes used {s['other_cpu_pct']:.0f} % CPU)"
-            lines.append(
-                f"| {s['calls']} | {_num(s['server_cpu_pct'])} "
-                f"| {_num(s['cpu_pct_per_call'], '{:.3f}')} "
-                f"| {_num(s['calls_per_core'], '{:.0f}')} | {_ms(s['c2m'])} | {_ms(s['m2c'])} "
-                f"| {_num(b['p50'], '{:.2f}')} / {_num(b['p99'], '{:.2f}')} ({b['n']}) "
-                f"| {fr['c2m_lost'] + fr['m2c_lost']} "
-                f"| {fr['c2m_reordered'] + fr['m2c_reordered']} | {fr['stale_after_clear']} "
-                f"| {fr['discarded_by_barge_in']} | {_num(s['rss_per_call_kib'])} "
-                f"| {_num(s['lateness']['p99'], '{:.2f}')} | {_num(s['load_cpu_pct'])} "
-                f"| {verdict_text} |")
-        lines.append("")
-    if any(len(s.get("worker_cpu_pct") or []) > 1 for s in steps):
-        lines += ["How the calls spread over the workers (each worker's CPU %; the kernel hands "
-                  "each new connection to whichever worker accepts first):", "",
-                  "| calls | worker CPU % | generator CPU % | model CPU % |", "|---|---|---|---|"]
-        for s in steps:
-            lines.append(f"| {s['calls']} | {' / '.join(f'{w:.0f}' for w in s['worker_cpu_pct'])} "
-                         f"| {_num(s.get('generator_cpu_pct'))} | {_num(s.get('model_cpu_pct'))} |")
-        lines.append("")
+        lines += _steps_table(steps)
+    lines += _workers_table(steps)
     cap = result.get("capacity")
     if cap:
         lines += ["## Capacity", ""]
@@ -326,19 +389,162 @@ def markdown(result: Mapping[str, Any]) -> str:
             lines.append(f"| {row['t']:.0f} | {row['active_calls']} | "
                          f"{row['rss_kib'] / 1024:.1f} | {row['fds']} | {_num(row['cpu_pct'])} |")
         lines.append("")
-    lines += ["Figures: latency is bridge-added one-way time from the sender's stamp to the "
-              "receiver's read, both ways, over loopback (it includes the kernel and the peers' "
-              "own scheduling: an upper bound). barge-in = `speech_started` sent by the model "
-              "→ `clear` read by the caller. CPU is the server's process time over wall time "
-              "(100 % = one core); calls/core = 100 / (CPU %/call). RSS/call = (workers' RSS "
-              "at N − idle) / N. Lost counts frames that never arrived both ways; "
-              "discarded by barge-in = model audio queued in the bridge when the caller "
-              "interrupted (dropped on purpose); stale = audio of an interrupted response "
-              "played after `clear` (a bug). See bench/README.md.", ""]
+    lines += [FIGURES_NOTE, ""]
+    lines += _plot_lines(result)
+    return "\n".join(lines)
+
+
+def _plot_lines(result: Mapping[str, Any]) -> list[str]:
     if result.get("plot"):
-        lines += [f"![plot]({result['plot']})", ""]
-    elif result.get("plot_note"):
-        lines += [f"_{result['plot_note']}_", ""]
+        return [f"![plot]({result['plot']})", ""]
+    if result.get("plot_note"):
+        return [f"_{result['plot_note']}_", ""]
+    return []
+
+
+# --- --compare: several servers back to back ----------------------------------------------
+
+def _median(xs: Iterable[float | None]) -> float | None:
+    v = [x for x in xs if x is not None]
+    return round(statistics.median(v), 4) if v else None
+
+
+def _figures(s: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The compared figures of one run; None when it did not run or failed to."""
+    if s is None or "error" in s:
+        return None
+    fr = s["frames"]
+    return {"cpu_pct_per_call": s["cpu_pct_per_call"], "server_cpu_pct": s["server_cpu_pct"],
+            "c2m_p99": s["c2m"]["p99"], "m2c_p99": s["m2c"]["p99"],
+            "barge_in_p99": s["barge_in"]["p99"], "rss_per_call_kib": s["rss_per_call_kib"],
+            "lost": fr["c2m_lost"] + fr["m2c_lost"], "stale": fr["stale_after_clear"],
+            "pass": s["verdict"]["pass"]}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def comparison(runs: Sequence[Mapping[str, Any]], servers: Sequence[str],
+               counts: Sequence[int], rounds: int, baseline: str) -> dict[str, Any]:
+    """The ratio table of a `--compare` run: for every step and server, the figures
+    (medians over the rounds) and CPU %/call over the baseline's; each ratio is taken
+    within a round (a back-to-back pair on the same step), the table shows their
+    median. With several steps, each server's largest step passing and its ratio."""
+    by = {(r["round"], r["calls"], r["server"]): r for r in runs}
+    rows = []
+    for n in counts:
+        for srv in servers:
+            figs = [_figures(by.get((k, n, srv))) for k in range(1, rounds + 1)]
+            base = [_figures(by.get((k, n, baseline))) for k in range(1, rounds + 1)]
+            ok = [f for f in figs if f is not None]
+            ratios = [_ratio(f["cpu_pct_per_call"], b["cpu_pct_per_call"])
+                      if f is not None and b is not None else None
+                      for f, b in zip(figs, base, strict=True)]
+
+            def med(key: str, ok: list[dict[str, Any]] = ok) -> float | None:
+                return _median(f[key] for f in ok)
+
+            rows.append({
+                "server": srv, "calls": n, "runs": len(ok),
+                "runs_failed_to_run": len(figs) - len(ok),
+                "cpu_pct_per_call": med("cpu_pct_per_call"),
+                "cpu_ratio": _median(ratios),
+                "cpu_pct_per_call_each_round": [f and f["cpu_pct_per_call"] for f in figs],
+                "cpu_ratio_each_round": ratios,
+                "server_cpu_pct": med("server_cpu_pct"),
+                "c2m_p99": med("c2m_p99"), "m2c_p99": med("m2c_p99"),
+                "barge_in_p99": med("barge_in_p99"),
+                "rss_per_call_kib": med("rss_per_call_kib"),
+                "lost": sum(f["lost"] for f in ok), "stale": sum(f["stale"] for f in ok),
+                "passed": sum(1 for f in ok if f["pass"]),
+            })
+    out: dict[str, Any] = {"baseline": baseline, "servers": list(servers), "steps": list(counts),
+                           "rounds": rounds, "table": rows}
+    if len(counts) > 1:
+        # every step ran for every server (--keep-going): the largest N that passed
+        def largest(srv: str, k: int) -> int:
+            return max((n for n in counts
+                        if (f := _figures(by.get((k, n, srv)))) is not None and f["pass"]),
+                       default=0)
+
+        base_n = [largest(baseline, k) for k in range(1, rounds + 1)]
+        out["largest_passing"] = {}
+        for srv in servers:
+            each = [largest(srv, k) for k in range(1, rounds + 1)]
+            ratios = [_ratio(a, b) for a, b in zip(each, base_n, strict=True)]
+            out["largest_passing"][srv] = {
+                # 0: no step passed
+                "largest_N_passing": _median(each), "each_round": each,
+                "ratio": _median(ratios), "ratio_each_round": ratios}
+    return out
+
+
+def _x(r: float | None) -> str:
+    return "–" if r is None else f"{r:.2f}x"
+
+
+def _each(xs: Sequence[Any], fmt: str) -> str:
+    return ", ".join(_num(x, fmt) for x in xs)
+
+
+def compare_tables(cmp: Mapping[str, Any]) -> list[str]:
+    """The ratio table and the largest step passing, as Markdown (also printed)."""
+    base = cmp["baseline"]
+    k = cmp["rounds"]
+    med = f"median of {k} rounds; " if k > 1 else ""
+    lines = [f"## Ratios against `{base}`", "",
+             f"Same step, run back to back ({med}the ratio is CPU %/call over `{base}`'s "
+             + ("in the same round, the median of the rounds' ratios" if k > 1
+                else "in the same pass") + "):", "",
+             "| calls | server | CPU %/call | ratio | server CPU % | p99 c→m / m→c ms "
+             "| barge-in p99 ms | RSS/call KiB | lost / stale | passed |",
+             "|" + "---|" * 10]
+    for r in cmp["table"]:
+        each = ""
+        if k > 1:
+            each = f" ({_each(r['cpu_pct_per_call_each_round'], '{:.3f}')})"
+        ratio = _x(r["cpu_ratio"])
+        if k > 1:
+            ratio += f" ({_each(r['cpu_ratio_each_round'], '{:.3f}')})"
+        failed = f", {r['runs_failed_to_run']} did not run" if r["runs_failed_to_run"] else ""
+        lines.append(
+            f"| {r['calls']} | {r['server']} | {_num(r['cpu_pct_per_call'], '{:.3f}')}{each} "
+            f"| {ratio} | {_num(r['server_cpu_pct'])} "
+            f"| {_num(r['c2m_p99'], '{:.2f}')} / {_num(r['m2c_p99'], '{:.2f}')} "
+            f"| {_num(r['barge_in_p99'], '{:.2f}')} | {_num(r['rss_per_call_kib'])} "
+            f"| {r['lost']} / {r['stale']} | {r['passed']}/{k}{failed} |")
+    lines.append("")
+    largest = cmp.get("largest_passing")
+    if largest:
+        lines += ["## Largest step passing", "",
+                  f"Every step ran for every server (steps {', '.join(map(str, cmp['steps']))}); "
+                  "0 = none passed" + (f"; median of {k} rounds, each round in brackets"
+                                       if k > 1 else "") + ":", "",
+                  f"| server | largest N passing | ratio to `{base}` |", "|---|---|---|"]
+        for srv, v in largest.items():
+            n = _num(v["largest_N_passing"], "{:g}")
+            ratio = _x(v["ratio"])
+            if k > 1:
+                n += f" ({_each(v['each_round'], '{}')})"
+                ratio += f" ({_each(v['ratio_each_round'], '{:.2f}')})"
+            lines.append(f"| {srv} | {n} | {ratio} |")
+        lines.append("")
+    return lines
+
+
+def compare_markdown(result: Mapping[str, Any]) -> str:
+    runs = result.get("runs") or []
+    cmp = result["compare"]
+    numbered = {id(s): i for i, s in enumerate(runs, 1)}
+    lead: list[tuple[str, Any]] = [("#", lambda s: numbered[id(s)]),
+                                   ("server", lambda s: s["server"])]
+    if cmp["rounds"] > 1:
+        lead.insert(1, ("round", lambda s: s["round"]))
+    lines = _header(result) + compare_tables(cmp)
+    lines += ["## Every run, in the order run", "", *_steps_table(runs, lead)]
+    lines += _workers_table(runs, lead)
+    lines += [FIGURES_NOTE, "", *_plot_lines(result)]
     return "\n".join(lines)
 
 
@@ -353,7 +559,29 @@ def plot(result: Mapping[str, Any], path: Path) -> str | None:
         return "no PNG: matplotlib is not installed (pip install -e '.[bench]')"
     steps = result.get("steps") or []
     soak = result.get("soak")
-    if soak:
+    cmp = result.get("compare")
+    if cmp:
+        fig, (ax, axc) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+        for srv in cmp["servers"]:
+            rows = [r for r in cmp["table"] if r["server"] == srv]
+            n = [r["calls"] for r in rows]
+
+            def ys(key: str, rows: list[dict[str, Any]] = rows) -> list[float]:
+                return [math.nan if r[key] is None else r[key] for r in rows]
+
+            line = axc.plot(n, ys("cpu_pct_per_call"), "o-", label=srv)[0]
+            ax.plot(n, ys("c2m_p99"), "o-", color=line.get_color(), label=f"{srv} c→m p99")
+            ax.plot(n, ys("m2c_p99"), "s--", color=line.get_color(), label=f"{srv} m→c p99")
+        ax.axhline(TARGET_P99_MS, color="grey", lw=0.8, ls=":")
+        ax.set_ylabel("added latency p99 (ms)")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+        ax.set_title(result["title"])
+        axc.set_xlabel("concurrent calls")
+        axc.set_ylabel("server CPU % per call")
+        axc.set_ylim(bottom=0)
+        axc.legend(fontsize=8)
+    elif soak:
         fig, ax = plt.subplots(figsize=(8, 4.5))
         t = [r["t"] for r in soak["samples"]]
         ax.plot(t, [r["rss_kib"] / 1024 for r in soak["samples"]], "o-", label="RSS (MiB)")
@@ -409,6 +637,17 @@ def write(result: dict[str, Any], out: Path, name: str) -> list[Path]:
     return paths + ([png] if note is None else [])
 
 
+def _workers_line(s: Mapping[str, Any]) -> str:
+    """With several workers: each one's CPU, share of the workers' CPU, calls at N."""
+    if len(s.get("worker_pids") or []) < 2:
+        return ""
+    each = zip(s["worker_pids"], s["worker_cpu_pct"], s["worker_cpu_share"],
+               s["worker_calls"], strict=True)
+    return ("    workers (pid: CPU %, share, calls at N): " + "; ".join(
+        f"{pid}: {cpu:.1f} %, {_num(share, '{:.0%}')}, {_num(calls, '{}')}"
+        for pid, cpu, share, calls in each) + "\n")
+
+
 def print_step(s: Mapping[str, Any], file: Any = sys.stdout) -> None:
     fr = s["frames"]
     b = s["barge_in"]
@@ -427,7 +666,8 @@ def print_step(s: Mapping[str, Any], file: Any = sys.stdout) -> None:
           f"{fr['discarded_by_barge_in']} discarded by barge-in, "
           f"{fr['stale_after_clear']} stale; gen. lateness p99 "
           f"{_num(s['lateness']['p99'], '{:.2f}')} ms\n"
-          f"    -> {'ok' if v['pass'] else 'FAIL: ' + '; '.join(v['reasons'])}"
+          + _workers_line(s)
+          + f"    -> {'ok' if v['pass'] else 'FAIL: ' + '; '.join(v['reasons'])}"
           f"{' (generator saturated)' if v['generator_saturated'] else ''}"
           f"{disturbed}",
           file=file, flush=True)

@@ -6,9 +6,10 @@
     python bench/load.py --soak 5 --calls 100              # steady load with call churn
     python bench/load.py --quick             # a few calls for a few seconds (the smoke test)
     python bench/load.py --server reference-trio --calls 25   # a reference bridge instead
+    python bench/load.py --compare callbridge,reference-asyncio --steps 25,50  # back to back
 
-For each step it starts, each in its own process: callbridge under
-`hypercorn --worker-class trio callbridge.app:app` (pinned to core 0), the bench model
+For each step it starts, each in its own process: callbridge, as its own run command
+`python -m callbridge serve` (pinned to core 0), the bench model
 (`_model.py`, a lean OpenAI Realtime GA peer) and load generators (`_gen.py`, one per
 `--calls-per-gen` synthetic Twilio calls), all pinned to core 1. Each call streams
 20 ms frames in real time both ways, echoes marks as Twilio does, and is interrupted
@@ -21,7 +22,8 @@ wall time; calls per core = 100 / CPU % per call), RSS per call, and the generat
 own lateness, which tells when the load side saturates before the server does.
 Writes JSON, Markdown and a PNG under `--out` (default bench/results/). Exits non-zero
 when frames were lost, reordered or stale or calls failed (in the first step of a ramp,
-or in the single step); latency targets are reported, never the exit status.
+in the single step, or with --compare in any server's first step, or a server did not
+run); latency targets are reported, never the exit status.
 """
 
 from __future__ import annotations
@@ -53,12 +55,19 @@ perf = time.perf_counter
 TCK = os.sysconf("SC_CLK_TCK")
 DEFAULT_STEPS = [10, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000]
 REFERENCE = HERE / "reference"
-#: --server: what runs as the server under test (see bench/README.md, "Reference bridges")
+#: --server / --compare: what runs as the server under test (see bench/README.md, "Servers")
 SERVERS = {
-    "callbridge": "hypercorn --worker-class trio callbridge.app:app",
+    "callbridge": "python -m callbridge serve --host 127.0.0.1 --port PORT --workers W",
+    "callbridge-asgi": "hypercorn --worker-class trio callbridge.app:app",
     "reference-trio": "hypercorn --worker-class trio bench/reference/trio_bridge.py:app",
     "reference-asyncio": "uvicorn --ws websockets --app-dir bench/reference asyncio_bridge:app",
 }
+#: the servers that run callbridge's code (the ones `--server-src` applies to)
+CALLBRIDGE_KINDS = ("callbridge", "callbridge-asgi")
+#: --compare: the server the CPU ratios are taken against, when it is in the list
+COMPARE_BASELINE = "reference-asyncio"
+#: --compare without --steps or --calls
+DEFAULT_COMPARE_STEPS = [25, 50]
 
 
 # --- /proc -------------------------------------------------------------------------------
@@ -88,8 +97,10 @@ def tree(root: int) -> list[int]:
 
 
 def workers(root: int) -> list[int]:
-    """The hypercorn worker processes (children of the main process that are not
-    multiprocessing's resource tracker); the main process itself with --workers 0."""
+    """The worker processes: the main process's descendants that are not
+    multiprocessing's resource tracker (hypercorn's or uvicorn's spawned workers, or
+    those of `callbridge serve`); the main process itself when it has none (a server
+    that serves in one process)."""
     found = []
     for pid in tree(root)[1:]:
         try:
@@ -98,7 +109,7 @@ def workers(root: int) -> list[int]:
             continue
         if b"resource_tracker" not in cmd:
             found.append(pid)
-    return found or [root]
+    return sorted(found) or [root]
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -130,6 +141,40 @@ def open_fds(pids: list[int]) -> int:
         except OSError:
             pass
     return total
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    out: set[int] = set()
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return out
+    for fd in names:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(int(target[8:-1]))
+    return out
+
+
+def connections_per_process(pids: list[int], port: int, state: str = "01") -> dict[int, int]:
+    """How many TCP sockets on local `port` (the server's) in `state` each process holds
+    open (/proc/net/tcp{,6}): "01" established (the calls, and a health check in
+    flight), "0A" listening."""
+    inodes: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            # local address "HEX_IP:HEX_PORT", state 01 = ESTABLISHED, inode in column 9
+            if len(f) > 9 and f[3] == state and int(f[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(int(f[9]))
+    return {pid: len(_socket_inodes(pid) & inodes) for pid in pids}
 
 
 def machine_busy() -> tuple[float, float]:
@@ -230,18 +275,49 @@ def log_problems(log: str) -> dict[str, Any]:
 @asynccontextmanager
 async def server_process(server: str, env: dict[str, str],
                          args: list[str]) -> AsyncIterator[HypercornProcess]:
-    """Start `--server` on a free loopback port (like `hypercorn_process`, which runs
-    callbridge and the trio reference); yields once it accepts connections."""
-    if server == "callbridge":
+    """Start `server` (a key of SERVERS) on a free loopback port; yields once it accepts
+    connections. `args` are `--workers W`, which all the commands take."""
+    if server == "callbridge":  # the product's own run command
+        command = [sys.executable, "-m", "callbridge", "serve", "--host", "127.0.0.1",
+                   "--port", "{port}", *args]
+        async with command_process(command, env) as proc:
+            yield proc
+        return
+    if server == "callbridge-asgi":  # the compatible ASGI path, under hypercorn
         app = "callbridge.app:app"
     elif server == "reference-trio":
         app = f"{REFERENCE / 'trio_bridge.py'}:app"
-    else:
+    elif server == "reference-asyncio":
         async with uvicorn_process("asyncio_bridge:app", env, args=args) as proc:
             yield proc
         return
+    else:
+        raise ValueError(f"unknown server {server!r}")
     async with hypercorn_process(app, env, args=args) as proc:
         yield proc
+
+
+async def wait_ready(server: HypercornProcess, n_workers: int, patience: float = 20.0) -> None:
+    """Wait until the server answers its health check (the port accepts connections as
+    soon as the main process bound it, before a spawned worker has loaded the app), and,
+    with several workers, until each of them holds a listening socket on the port (one
+    it inherited, or its own with SO_REUSEPORT); so the calls can reach every worker and
+    the idle RSS and the worker pids are taken from a server that is ready."""
+    port = int(server.host.rsplit(":", 1)[1])
+
+    def all_listening() -> bool:
+        wk = workers(server.pid)
+        return len(wk) >= n_workers and all(connections_per_process(wk, port, "0A").values())
+
+    with trio.move_on_after(patience):
+        while True:
+            if await active_calls(server.host) is not None:
+                break
+            await trio.sleep(0.1)
+        while True:
+            if n_workers <= 1 or all_listening():
+                break
+            await trio.sleep(0.1)
 
 
 @asynccontextmanager
@@ -275,6 +351,9 @@ class Options(argparse.Namespace):
     no_pin: bool
     server_src: Path | None
     server: str
+    compare_spec: str | None
+    compare: list[str] | None
+    rounds: int
     stop_on_fail: bool
     wait_quiet: bool
     pinning: bool
@@ -282,8 +361,10 @@ class Options(argparse.Namespace):
 
 
 async def run_load(o: Options, n: int, tmp: Path, *, soak_seconds: float | None = None,
-                   label: str = "") -> dict[str, Any]:
-    """One run of n calls: start everything, measure, stop everything, analyze."""
+                   label: str = "", server_kind: str | None = None) -> dict[str, Any]:
+    """One run of n calls against `server_kind` (default `--server`): start everything,
+    measure, stop everything, analyze."""
+    kind = server_kind or o.server
     pinning = o.pinning
     server_cpus = {0} if pinning else None
     load_cpus = {1} if pinning else None
@@ -297,10 +378,10 @@ async def run_load(o: Options, n: int, tmp: Path, *, soak_seconds: float | None 
     model_cmd = [sys.executable, str(HERE / "_model.py"), "--port", str(model_port),
                  "--seed", str(o.seed), "--out", str(step_dir / "model.json")]
     env = {"OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": f"http://127.0.0.1:{model_port}/v1"}
-    if o.server_src is not None:
+    if o.server_src is not None and kind in CALLBRIDGE_KINDS:
         env["PYTHONPATH"] = str(o.server_src) + os.pathsep + os.environ.get("PYTHONPATH", "")
     progress = print
-    result: dict[str, Any] = {"calls": n}
+    result: dict[str, Any] = {"calls": n, "server": kind}
     gens: list[trio.Process] = []
     # the child writes its own copy of the file's descriptor; ours closes once it started
     async with await trio.open_file(step_dir / "model.err", "wb") as model_err:
@@ -317,9 +398,10 @@ async def run_load(o: Options, n: int, tmp: Path, *, soak_seconds: float | None 
         os.sched_setaffinity(0, server_cpus)  # hypercorn inherits this
     args = ["--workers", str(o.workers)]
     try:
-        async with server_process(o.server, env, args) as server:
+        async with server_process(kind, env, args) as server:
             if load_cpus is not None:
                 os.sched_setaffinity(0, load_cpus)
+            await wait_ready(server, o.workers)
             await trio.sleep(0.5)
             pin(tree(server.pid), server_cpus)
             wk = workers(server.pid)
@@ -379,6 +461,11 @@ async def run_load(o: Options, n: int, tmp: Path, *, soak_seconds: float | None 
             wk1 = {pid: cpu_seconds([pid]) for pid in wk0}
             m1 = machine_busy()[0]
             wk = workers(server.pid)
+            # which process holds each call's socket at N (with several workers: how the
+            # kernel spread the calls); every process of the tree, in case one hands
+            # connections to another
+            conns = connections_per_process(tree(server.pid),
+                                            int(server.host.rsplit(":", 1)[1]))
             rss_at_n = rss_kib(wk)
             fds_at_n = open_fds(wk)
             active_at_n = await active_calls(server.host)
@@ -413,6 +500,8 @@ async def run_load(o: Options, n: int, tmp: Path, *, soak_seconds: float | None 
     result.update(R.analyze(gen_out, model_out, (t0, t1)))
     wall = w1 - w0
     server_cpu = 100 * (c1 - c0) / wall
+    worker_cpu = [round(100 * (wk1[p] - wk0[p]) / wall, 2) for p in wk0]
+    worker_total = sum(worker_cpu)
     result.update({
         "workers": o.workers,
         "window_s": round(wall, 2),
@@ -422,8 +511,15 @@ async def run_load(o: Options, n: int, tmp: Path, *, soak_seconds: float | None 
         "calls_per_core": round(100 / (server_cpu / n), 1) if server_cpu > 0 else None,
         "load_cpu_pct": round(100 * (l1 - l0) / wall, 2),
         "generator_cpu_pct": round(100 * (g1 - g0) / wall, 2),
-        # how evenly the kernel spread the calls over the workers (--workers 2)
-        "worker_cpu_pct": [round(100 * (wk1[p] - wk0[p]) / wall, 2) for p in wk0],
+        # how evenly the kernel spread the calls over the workers (--workers 2): each
+        # worker's CPU % (pids in `worker_pids`, same order), its share of the workers'
+        # CPU, and the calls (established connections to the server's port) it held at N
+        "worker_pids": list(wk0),
+        "worker_cpu_pct": worker_cpu,
+        "worker_cpu_share": [round(c / worker_total, 3) if worker_total > 0 else None
+                             for c in worker_cpu],
+        "worker_calls": [conns.get(p) for p in wk0],
+        "server_connections_by_pid": {str(p): c for p, c in conns.items() if c},
         "model_cpu_pct": round(100 * ((l1 - l0) - (g1 - g0)) / wall, 2),
         # everything else on the machine (this orchestrator, the kernel's softirqs, and
         # any process that is not ours): large values mean the figures are disturbed
@@ -464,7 +560,8 @@ def parse(argv: list[str] | None = None) -> Options:
                    "(default N/100, at least 1)")
     p.add_argument("--warmup", type=float, default=2.0,
                    help="seconds between the last dial and the measured window (default 2)")
-    p.add_argument("--workers", type=int, default=1, help="hypercorn --workers (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="the server's --workers (callbridge serve, hypercorn, uvicorn; default 1)")
     p.add_argument("--soak", type=float, metavar="MINUTES",
                    help="steady load for this long, sampling server RSS and fds")
     p.add_argument("--churn", type=float, default=30.0,
@@ -483,13 +580,23 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--no-pin", action="store_true",
                    help="do not pin the server to core 0 and the load to core 1 "
                         "(--workers 2 never pins)")
-    p.add_argument("--server", choices=list(SERVERS), default="callbridge",
-                   help="what runs as the server: callbridge (default), or a reference bridge "
-                        "to compare with on the same machine: " + "; ".join(
-                            f"{k}: {v}" for k, v in SERVERS.items() if k != "callbridge"))
+    p.add_argument("--server", choices=list(SERVERS),
+                   help="what runs as the server: " + "; ".join(
+                       f"{k}: {v}" for k, v in SERVERS.items()) + " (default callbridge)")
+    p.add_argument("--compare", metavar="SERVERS", dest="compare_spec",
+                   help="comma-separated servers (" + ", ".join(SERVERS) + ") run back to "
+                        "back on each step, in this order, every step for every server "
+                        "(--keep-going); one JSON/Markdown with a ratio table: CPU %%/call "
+                        f"against {COMPARE_BASELINE} when listed, else the first server "
+                        f"(default steps {','.join(map(str, DEFAULT_COMPARE_STEPS))}; "
+                        "default name compare-wW)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="--compare: run the whole sequence this many times, so each step "
+                        "gives this many back-to-back pairs (default 1)")
     p.add_argument("--server-src", type=Path,
-                   help="run the server from this source tree (put first on PYTHONPATH), "
-                        "e.g. an export of another commit for a before/after comparison")
+                   help="run callbridge (both kinds) from this source tree (put first on "
+                        "PYTHONPATH), e.g. an export of another commit for a before/after "
+                        "comparison")
     p.add_argument("--no-wait-quiet", dest="wait_quiet", action="store_false",
                    help="do not wait (up to 5 min) for other processes to go quiet before a step")
     p.add_argument("--report-only", type=Path, metavar="JSON",
@@ -497,7 +604,30 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--keep-going", dest="stop_on_fail", action="store_false",
                    help="ramp: run every step even after one fails")
     o = p.parse_args(argv, namespace=Options())
-    if o.server_src is not None and o.server != "callbridge":
+    o.compare = None
+    if o.compare_spec is not None:
+        o.compare = [x.strip() for x in o.compare_spec.split(",") if x.strip()]
+        unknown = [x for x in o.compare if x not in SERVERS]
+        if unknown or not o.compare:
+            p.error(f"--compare: unknown server(s) {', '.join(unknown) or '(none given)'}; "
+                    f"choose from {', '.join(SERVERS)}")
+        if len(set(o.compare)) != len(o.compare):
+            p.error("--compare: a server is listed twice")
+        if o.server is not None:
+            p.error("--compare lists the servers: not with --server")
+        if o.soak is not None:
+            p.error("--compare runs steps: not with --soak")
+        if o.server_src is not None and not set(o.compare) & set(CALLBRIDGE_KINDS):
+            p.error("--server-src runs callbridge from another tree: --compare lists no "
+                    "callbridge server")
+    elif o.rounds != 1:
+        p.error("--rounds goes with --compare")
+    if o.rounds < 1:
+        p.error("--rounds must be at least 1")
+    if o.server is None:
+        o.server = "callbridge"
+    if (o.server_src is not None and o.compare is None
+            and o.server not in CALLBRIDGE_KINDS):
         p.error("--server-src runs callbridge from another tree: not with --server " + o.server)
     o.pinning = (not o.no_pin and o.workers == 1 and len(os.sched_getaffinity(0)) >= 2
                  and {0, 1} <= os.sched_getaffinity(0))
@@ -531,27 +661,52 @@ def capacity(steps: list[dict[str, Any]]) -> dict[str, Any]:
     return cap
 
 
-async def main_async(o: Options) -> int:
+def machine_info(o: Options, servers: list[str]) -> dict[str, Any]:
     machine = R.machine(o.server_src)
-    if o.server == "reference-asyncio":
+    if "reference-asyncio" in servers:
         for dist in ("fastapi", "starlette", "uvicorn", "websockets"):
             try:
                 machine["versions"][dist] = importlib.metadata.version(dist)
             except importlib.metadata.PackageNotFoundError:
                 machine["versions"][dist] = None
+    return machine
+
+
+def base_config(o: Options) -> dict[str, Any]:
+    return {"workers": o.workers, "duration": o.duration, "seed": o.seed,
+            "calls_per_gen": o.calls_per_gen, "warmup": o.warmup,
+            "pinning": "server on core 0, load generators and model on core 1"
+            if o.pinning else "none (all processes share all cores)"}
+
+
+def describe(kind: str, machine: dict[str, Any]) -> str:
+    rev = f" {machine['callbridge_rev']}" if kind in CALLBRIDGE_KINDS else ""
+    return f"{kind}{rev} ({SERVERS[kind]})"
+
+
+async def run_step(o: Options, n: int, tmp: Path, label: str,
+                   kind: str | None = None) -> dict[str, Any]:
+    """One step, run again (at most twice) when other processes disturbed it."""
+    for attempt in range(3):
+        step = await run_load(o, n, tmp, label=label, server_kind=kind)
+        R.print_step(step)
+        if not step["verdict"]["disturbed"] or not o.wait_quiet or attempt == 2:
+            break
+        print("  other processes disturbed the step: running it again", flush=True)
+    return step
+
+
+async def main_async(o: Options) -> int:
+    if o.compare is not None:
+        return await compare_async(o)
+    machine = machine_info(o, [o.server])
     command = "python bench/load.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     # result names and titles say which server ran, unless it was callbridge
     sfx = "" if o.server == "callbridge" else f"-{o.server}"
-    config = {"server": SERVERS[o.server], "workers": o.workers, "duration": o.duration,
-              "seed": o.seed,
-              "calls_per_gen": o.calls_per_gen, "warmup": o.warmup,
-              "pinning": "server on core 0, load generators and model on core 1"
-              if o.pinning else "none (all processes share all cores)"}
+    config = {"server": SERVERS[o.server], **base_config(o)}
     result: dict[str, Any] = {"machine": machine, "config": config, "command": command}
-    server = (f"callbridge {machine['callbridge_rev']}" if o.server == "callbridge"
-              else f"server {o.server} ({SERVERS[o.server]})")
     print(f"callbridge load bench on {machine['cpu']} ({machine['cores']} cores), "
-          f"{server}, {config['pinning']}", flush=True)
+          f"server {describe(o.server, machine)}, {config['pinning']}", flush=True)
     with tempfile.TemporaryDirectory(prefix="callbridge-bench-") as tmp_name:
         tmp = Path(tmp_name)
         if o.soak is not None:
@@ -583,12 +738,7 @@ async def main_async(o: Options) -> int:
             steps: list[dict[str, Any]] = []
             result["steps"] = steps
             for n in counts:
-                for attempt in range(3):
-                    step = await run_load(o, n, tmp, label=f"[{len(steps) + 1}/{len(counts)}] ")
-                    R.print_step(step)
-                    if not step["verdict"]["disturbed"] or not o.wait_quiet or attempt == 2:
-                        break
-                    print("  other processes disturbed the step: running it again", flush=True)
+                step = await run_step(o, n, tmp, f"[{len(steps) + 1}/{len(counts)}] ")
                 steps.append(step)
                 v = step["verdict"]
                 if (len(counts) > 1 and o.stop_on_fail
@@ -607,6 +757,66 @@ async def main_async(o: Options) -> int:
     if "plot_note" in result:
         print(result["plot_note"])
     return 0 if ok else 1
+
+
+async def compare_async(o: Options) -> int:
+    """--compare: every listed server on each step, back to back, --rounds times."""
+    servers = o.compare or []
+    baseline = COMPARE_BASELINE if COMPARE_BASELINE in servers else servers[0]
+    machine = machine_info(o, servers)
+    command = "python bench/load.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if o.quick:
+        counts, name = [o.calls or 4], o.name or "compare-quick"
+        o.duration = min(o.duration, 3.0)
+        o.warmup = min(o.warmup, 1.0)
+    else:
+        counts = ([o.calls] if o.calls is not None
+                  else [int(x) for x in o.steps.split(",")] if o.steps
+                  else DEFAULT_COMPARE_STEPS)
+        name = o.name or f"compare-w{o.workers}"
+    config = {"servers": {k: SERVERS[k] for k in servers}, "baseline": baseline,
+              "steps": counts, "rounds": o.rounds, **base_config(o)}
+    title = (f"compare {', '.join(servers)}; {'quick, ' if o.quick else ''}"
+             f"{o.workers} worker(s)" + (f", {o.rounds} rounds" if o.rounds > 1 else ""))
+    runs: list[dict[str, Any]] = []
+    result: dict[str, Any] = {"machine": machine, "config": config, "command": command,
+                              "title": title, "runs": runs}
+    print(f"callbridge load bench on {machine['cpu']} ({machine['cores']} cores), "
+          f"{config['pinning']}; back to back on each of N = {', '.join(map(str, counts))}"
+          + (f", {o.rounds} rounds" if o.rounds > 1 else "") + ":", flush=True)
+    for kind in servers:
+        print(f"  {describe(kind, machine)}", flush=True)
+    total = o.rounds * len(counts) * len(servers)
+    with tempfile.TemporaryDirectory(prefix="callbridge-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        for k in range(1, o.rounds + 1):
+            for n in counts:
+                for kind in servers:
+                    label = (f"[{len(runs) + 1}/{total}] {kind}"
+                             + (f", round {k}" if o.rounds > 1 else "") + ": ")
+                    try:
+                        step = await run_step(o, n, tmp, label, kind)
+                    except Exception as exc:  # one server that fails does not end the rest
+                        why = f"{type(exc).__name__}: {exc}".strip()
+                        print(f"{label}N={n}: FAILED TO RUN: {why[:2000]}", flush=True)
+                        lines = [ln for ln in why.splitlines() if ln.strip()] or ["?"]
+                        short = lines[0] + (f" ... {lines[-1].strip()}" if len(lines) > 1 else "")
+                        step = {"calls": n, "server": kind, "error": short[:300],
+                                "error_detail": why[:5000],
+                                "verdict": {"pass": False, "correct": False,
+                                            "reasons": ["did not run"],
+                                            "generator_saturated": False, "disturbed": False}}
+                    step["round"] = k
+                    runs.append(step)
+    result["compare"] = R.comparison(runs, servers, counts, o.rounds, baseline)
+    print("\n" + "\n".join(R.compare_tables(result["compare"])), flush=True)
+    paths = R.write(result, o.out, name)
+    for path in paths:
+        print(f"wrote {path}")
+    if "plot_note" in result:
+        print(result["plot_note"])
+    # exit status: correctness, never timing: every server's first step, in every round
+    return 0 if all(r["verdict"]["correct"] for r in runs if r["calls"] == counts[0]) else 1
 
 
 def soak_summary(step: dict[str, Any]) -> dict[str, Any]:
@@ -638,6 +848,10 @@ def main(argv: list[str] | None = None) -> int:
     o = parse(argv)
     if o.report_only is not None:
         result = json.loads(o.report_only.read_text())
+        if result.get("compare") is not None:
+            cmp = result["compare"]
+            result["compare"] = R.comparison(result["runs"], cmp["servers"], cmp["steps"],
+                                             cmp["rounds"], cmp["baseline"])
         if result.get("capacity") is not None:
             result["capacity"] = capacity(result["steps"])
         for path in R.write(result, o.report_only.parent, o.report_only.stem):
