@@ -215,16 +215,20 @@ async def _hypercorn(app: Any, nursery: trio.Nursery) -> str:
 
 
 @asynccontextmanager
-async def running(model: LocalRealtimeServer, **settings: Any) -> AsyncIterator[Service]:
+async def running(model: LocalRealtimeServer, *, front_door: bool = False,
+                  **settings: Any) -> AsyncIterator[Service]:
     handshakes: list[Handshake] = []
     async with trio.open_nursery() as nursery:
         port = await nursery.start(partial(serve_realtime_websocket, model,
                                            on_handshake=handshakes.append))
         app = create_app(Settings(openai_api_key="sk-test-not-a-key",
-                                  openai_base_url=f"http://127.0.0.1:{port}/v1", **settings))
+                                  openai_base_url=f"http://127.0.0.1:{port}/v1", **settings),
+                         front_door=front_door)
         host = await _hypercorn(app, nursery)
-        yield Service(f"http://{host}", f"ws://{host}/media-stream", model, handshakes)
-        nursery.cancel_scope.cancel()
+        try:
+            yield Service(f"http://{host}", f"ws://{host}/media-stream", model, handshakes)
+        finally:
+            nursery.cancel_scope.cancel()  # also when the test failed: nothing may hang
 
 
 async def http(host: str, method: str, path: str, body: bytes = b"",
@@ -247,9 +251,9 @@ async def http(host: str, method: str, path: str, body: bytes = b"",
     return int(header.split()[1]), payload
 
 
-async def test_health_and_twiml_over_http() -> None:
+async def test_health_and_twiml_over_http(front_door: bool) -> None:
     with trio.fail_after(30):
-        async with running(LocalRealtimeServer()) as svc:
+        async with running(LocalRealtimeServer(), front_door=front_door) as svc:
             host = svc.http.removeprefix("http://")
             status, body = await http(host, "GET", "/")
             assert (status, json.loads(body)) == (200, {"status": "ok", "active_calls": 0})
@@ -309,11 +313,11 @@ async def test_more_stream_parameters_from_configuration_and_a_hook() -> None:
         Settings.from_env({"CALLBRIDGE_STREAM_PARAMETERS": "From City"})
 
 
-async def test_a_call_end_to_end_over_real_sockets() -> None:
+async def test_a_call_end_to_end_over_real_sockets(front_door: bool) -> None:
     model = LocalRealtimeServer(greetings(3000), speedup=10)
     caller = Interrupter(model, 0)
     with trio.fail_after(60):
-        async with running(model, greeting="Say hello.") as svc:
+        async with running(model, greeting="Say hello.", front_door=front_door) as svc:
             await dial_twilio_stream(caller, svc.ws)
             await model.wait_for_sessions(lambda sessions: bool(sessions) and sessions[0].closed)
     [handshake] = svc.handshakes
@@ -457,7 +461,7 @@ async def test_25_concurrent_calls_with_barge_in_over_real_sockets() -> None:
     assert failures == {}
 
 
-async def test_without_a_key_the_service_answers_with_the_echo_agent() -> None:
+async def test_without_a_key_the_service_answers_with_the_echo_agent(front_door: bool) -> None:
     """Offline default: no OPENAI_API_KEY, and a Twilio-style call still gets an agent,
     which says back what the caller said."""
 
@@ -465,7 +469,7 @@ async def test_without_a_key_the_service_answers_with_the_echo_agent() -> None:
         def done(self) -> bool:
             return len(self.received_audio()) >= self.speech_end
 
-    app = create_app(Settings())
+    app = create_app(Settings(), front_door=front_door)
     caller = Talker(speech_s=0.6)
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:

@@ -43,8 +43,9 @@ UPGRADE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Versi
 STREAM_SIGNATURE = SDK.compute_signature("wss://bridge.example.com/media-stream", {})
 
 
-def guarded(model: LocalRealtimeServer, **settings: object) -> object:
-    return running(model, twilio_auth_token=TOKEN, public_url=PUBLIC, **settings)
+def guarded(model: LocalRealtimeServer, front_door: bool, **settings: object) -> object:
+    return running(model, front_door=front_door, twilio_auth_token=TOKEN, public_url=PUBLIC,
+                   **settings)
 
 
 async def webhook(svc: Service, form: dict[str, str], signature: str | None) -> tuple[int, str]:
@@ -69,11 +70,12 @@ def caller_for(parameters: dict[str, str], call_sid: str = CALL_SID) -> TwilioCa
                         hangup_after_audio=0.2, call_sid=call_sid, custom_parameters=parameters)
 
 
-async def test_signed_webhook_and_stream_get_a_call(caplog: pytest.LogCaptureFixture) -> None:
+async def test_signed_webhook_and_stream_get_a_call(caplog: pytest.LogCaptureFixture,
+                                                    front_door: bool) -> None:
     caplog.set_level(logging.DEBUG)
     model = LocalRealtimeServer()
     with trio.fail_after(30):
-        async with guarded(model, greeting="Hello.") as svc:
+        async with guarded(model, front_door, greeting="Hello.") as svc:
             status, twiml = await webhook(svc, FORM, SDK.compute_signature(
                 f"{PUBLIC}/incoming-call", FORM))
             assert status == 200, twiml
@@ -88,7 +90,7 @@ async def test_signed_webhook_and_stream_get_a_call(caplog: pytest.LogCaptureFix
 
 
 async def test_unsigned_or_wrongly_signed_webhooks_get_403(
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, front_door: bool) -> None:
     good = SDK.compute_signature(f"{PUBLIC}/incoming-call", FORM)
     cases = [
         (None, FORM),
@@ -99,18 +101,18 @@ async def test_unsigned_or_wrongly_signed_webhooks_get_403(
          FORM),
     ]
     with trio.fail_after(30):
-        async with guarded(LocalRealtimeServer()) as svc:
+        async with guarded(LocalRealtimeServer(), front_door) as svc:
             for signature, form in cases:
                 status, body = await webhook(svc, form, signature)
                 assert (status, body) == (403, "invalid Twilio signature\n"), signature
     assert "refused a webhook" in caplog.text and TOKEN not in caplog.text
 
 
-async def test_unsigned_or_wrongly_signed_upgrades_get_403_and_no_model() -> None:
+async def test_unsigned_or_wrongly_signed_upgrades_get_403_and_no_model(front_door: bool) -> None:
     wrong = SDK.compute_signature("wss://evil.example.com/media-stream", {})
     model = LocalRealtimeServer()
     with trio.fail_after(30):
-        async with guarded(model) as svc:
+        async with guarded(model, front_door) as svc:
             host = svc.http.removeprefix("http://")
             for extra in [{}, {"X-Twilio-Signature": wrong},
                           {"X-Twilio-Signature": "not base64"}]:
@@ -121,10 +123,10 @@ async def test_unsigned_or_wrongly_signed_upgrades_get_403_and_no_model() -> Non
     assert svc.handshakes == [] and model.sessions == []
 
 
-async def test_without_the_stream_token_no_model_session_is_opened() -> None:
+async def test_without_the_stream_token_no_model_session_is_opened(front_door: bool) -> None:
     model = LocalRealtimeServer()
     with trio.fail_after(30):
-        async with guarded(model) as svc:
+        async with guarded(model, front_door) as svc:
             _, twiml = await webhook(svc, FORM, SDK.compute_signature(
                 f"{PUBLIC}/incoming-call", FORM))
             token = stream_parameters(twiml)[PARAMETER]
@@ -145,10 +147,10 @@ async def test_without_the_stream_token_no_model_session_is_opened() -> None:
     assert len(svc.handshakes) == 1 and len(model.sessions) == 1  # only the first call's
 
 
-async def test_allowing_unsigned_upgrades_still_needs_the_token() -> None:
+async def test_allowing_unsigned_upgrades_still_needs_the_token(front_door: bool) -> None:
     model = LocalRealtimeServer()
     with trio.fail_after(30):
-        async with guarded(model, allow_unsigned_streams=True) as svc:
+        async with guarded(model, front_door, allow_unsigned_streams=True) as svc:
             host = svc.http.removeprefix("http://")
             wrong = SDK.compute_signature("wss://evil.example.com/media-stream", {})
             status, _ = await http(host, "GET", "/media-stream", b"",
@@ -164,12 +166,12 @@ async def test_allowing_unsigned_upgrades_still_needs_the_token() -> None:
     assert caller.heard_audio() and len(model.sessions) == 1
 
 
-async def test_an_oversized_frame_closes_that_call_with_1009_only() -> None:
+async def test_an_oversized_frame_closes_that_call_with_1009_only(front_door: bool) -> None:
     from trio_websocket import open_websocket_url
 
     model = LocalRealtimeServer()
     with trio.fail_after(30):
-        async with guarded(model, allow_unsigned_streams=True) as svc:
+        async with guarded(model, front_door, allow_unsigned_streams=True) as svc:
             tokens = []
             for _ in range(2):
                 _, twiml = await webhook(svc, FORM, SDK.compute_signature(

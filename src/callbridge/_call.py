@@ -68,11 +68,17 @@ from . import twilio as tw
 from ._bridge import Bridge, PendingTool
 from ._calldata import CallLimits, CallRefused, CallResult, CallStats, LiveCalls
 from ._errors import RemoteProtocolError
-from ._sockets import MessageSocket, SocketClosed, as_message_socket
+from ._sockets import MessageSocket, NowaitSocket, SocketClosed, as_message_socket
 from ._toolrun import run_tool
 from ._twilioctl import TwilioActions, TwilioControl
 from .agent import Agent, AgentFactory, CallContext
-from .backend import ModelConnectError, OpenAIRealtime, RealtimeBackend, RealtimeConnection
+from .backend import (
+    EventConnection,
+    ModelConnectError,
+    OpenAIRealtime,
+    RealtimeBackend,
+    RealtimeConnection,
+)
 from .events import CallEvent, EndReason
 
 if TYPE_CHECKING:
@@ -119,6 +125,10 @@ class Call:
         self.answered_by: str | None = None
         self._on_event = on_event
         self._twilio = socket
+        #: the Twilio socket's writes never wait: the tasks that feed the bridge write
+        #: what it has for Twilio themselves (`_push_twilio`)
+        self._twilio_nowait = socket if isinstance(socket, NowaitSocket) else None
+        self._model: EventConnection | None = None  # a connection written inline
         self._backend = backend
         self._choose_agent = None if isinstance(agent, Agent) else agent
         self._bridge = Bridge(agent=agent if isinstance(agent, Agent) else None, limits=limits,
@@ -247,9 +257,14 @@ class Call:
             self._ended.set()
         elif bridge.start is not None and not self._started.is_set():
             self._started.set()
-        if self._to_twilio:
+        if self._twilio_nowait is not None and self._started.is_set() \
+                and not self._ended.is_set():
+            self._push_twilio()
+        elif self._to_twilio:
             self._to_twilio.unpark_all()
-        if self._to_model:
+        if self._model is not None:
+            self._push_model(self._model)
+        elif self._to_model:
             self._to_model.unpark_all()
         if bridge.next_deadline != self._armed:
             self._timer.unpark_all()
@@ -349,7 +364,11 @@ class Call:
         receive, bridge = self._twilio.receive, self._bridge
         try:
             while True:
-                text = await receive()
+                try:
+                    text = await receive()
+                except RemoteProtocolError as exc:  # the socket failed the connection
+                    self._end(EndReason.TWILIO_CLOSED, str(exc))
+                    return
                 if text is None:
                     self._end(EndReason.TWILIO_CLOSED)
                     return
@@ -359,8 +378,33 @@ class Call:
         finally:
             self._twilio_closed.set()
 
+    def _push_twilio(self) -> None:
+        """Write what the bridge has for Twilio now, in the calling task, until the
+        socket holds a backlog (the peer is slow): then the writer drains it."""
+        bridge, socket = self._bridge, self._twilio_nowait
+        assert socket is not None
+        sent = False
+        while not socket.backlog:
+            texts = bridge.next_to_twilio()
+            if texts is None:
+                break
+            try:
+                socket.send_nowait(*texts)
+            except SocketClosed:
+                self._end(EndReason.TWILIO_CLOSED, "Twilio socket closed while sending")
+                return
+            bridge.sent_to_twilio(trio.current_time())
+            sent = True
+        if socket.backlog:
+            self._to_twilio.unpark_all()
+        if sent and self._playout_room:
+            self._playout_room.unpark_all()
+
     async def _write_twilio(self) -> None:
         await self._started.wait()  # nothing goes to Twilio before `start`
+        if self._twilio_nowait is not None:
+            await self._drain_twilio()
+            return
         bridge, send, timeout = self._bridge, self._twilio.send, self.limits.send_timeout
         while True:
             texts = bridge.next_to_twilio()
@@ -517,7 +561,48 @@ class Call:
         self._bridge.tool_result(pending.call_id, result, trio.current_time())
         self._wake()
 
+    async def _drain_twilio(self) -> None:
+        """Twilio's writer, when writes never wait: write what came while nobody fed
+        the bridge, and drain a backlog; a peer that takes nothing for `send_timeout`
+        is dead (nothing is torn: the rest stays queued)."""
+        socket, timeout = self._twilio_nowait, self.limits.send_timeout
+        assert socket is not None
+        while True:
+            self._push_twilio()
+            if not socket.backlog:
+                await self._to_twilio.park()
+                continue
+            with trio.move_on_after(timeout) as scope:
+                try:
+                    await socket.drain()
+                except SocketClosed:
+                    self._end(EndReason.TWILIO_CLOSED, "Twilio socket closed while sending")
+                    return
+            if scope.cancelled_caught:
+                self._end(EndReason.TWILIO_STALLED, f"a send took over {timeout} s")
+                log.warning("Twilio stopped taking audio for %s s: ending the call", timeout)
+                return
+
+    def _push_model(self, model: EventConnection) -> None:
+        """Write what the bridge has for the model now, in the calling task, until the
+        connection holds a backlog; its writer drains that (and fails a broken one)."""
+        bridge, socket = self._bridge, model.nowait
+        assert socket is not None
+        while not socket.backlog:
+            event = bridge.next_to_model()
+            if event is None:
+                return
+            try:
+                model.send_nowait(event)
+            except SocketClosed:
+                break  # the writer finds it closed and ends the connection
+            bridge.sent_to_model()
+        self._to_model.unpark_all()
+
     async def _write_model(self, model: RealtimeConnection) -> None:
+        if isinstance(model, EventConnection) and model.nowait is not None:
+            await self._drain_model(model, model.nowait)
+            return
         bridge, send = self._bridge, model.send
         while True:
             event = bridge.next_to_model()
@@ -526,6 +611,21 @@ class Call:
                 continue
             await send(event)
             bridge.sent_to_model()
+
+    async def _drain_model(self, model: EventConnection, socket: NowaitSocket) -> None:
+        """The model's writer, when writes never wait (see `_drain_twilio`)."""
+        self._model = model
+        try:
+            while True:
+                self._push_model(model)
+                if model.closed:
+                    raise SocketClosed("the model connection is closed")
+                if socket.backlog:
+                    await socket.drain()
+                else:
+                    await self._to_model.park()
+        finally:
+            self._model = None
 
 
 async def _chosen(choose: AgentFactory, context: CallContext) -> Agent:

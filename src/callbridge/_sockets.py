@@ -20,6 +20,7 @@ __all__ = [
     "AsgiSocket",
     "MemorySocket",
     "MessageSocket",
+    "NowaitSocket",
     "SocketClosed",
     "TrioWebSocket",
     "as_message_socket",
@@ -43,6 +44,23 @@ class MessageSocket(Protocol):
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         """Close from our side. Idempotent."""
+
+
+@runtime_checkable
+class NowaitSocket(MessageSocket, Protocol):
+    """A `MessageSocket` whose writes never wait (`callbridge._websocket.WebSocket`):
+    `run_call` then writes from the task that has something to send, with no hop to
+    a writer task, and drains a backlog in the writer."""
+
+    @property
+    def backlog(self) -> int:
+        """Bytes sent that the kernel has not taken yet."""
+
+    def send_nowait(self, *texts: str) -> None:
+        """Send these messages in one write, at once; raises `SocketClosed` once closed."""
+
+    async def drain(self) -> None:
+        """Wait until the kernel took everything sent; `SocketClosed` if it breaks."""
 
 
 AsgiMessage = MutableMapping[str, Any]

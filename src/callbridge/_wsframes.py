@@ -1,25 +1,29 @@
-"""RFC 6455 frames for a WebSocket client: the frames we send, and a reader for the server's.
+"""RFC 6455 frames, for either end: the frames we send, and a reader for the peer's.
 
 Sans-I/O, like the rest of the protocol layer: bytes in, messages out, and back; the
-trio side (`_wsclient`) owns the socket. It exists because the model connection carries
-hundreds of small messages a second per call, and a general-purpose library pays for
-generality on each one (a reader task, a channel, a parser written for every case).
+trio sides (`_wsclient` for the model connection, `_wsserver` for Twilio's) own the
+sockets. It exists because both connections of a call carry hundreds of small messages
+a second, and a general-purpose library pays for generality on each one (a reader
+task, a channel, a parser written for every case).
 
 Theory of operation:
 
 - What we send (`FrameWriter`) is always one frame per message (FIN set, never
-  fragmented), masked with a fresh random key as RFC 6455 requires of a client. The
-  mask is applied to the whole payload at once as one big-integer XOR, far cheaper in
+  fragmented). A client's frames are masked with a fresh random key as RFC 6455
+  requires (`FrameWriter(mask=True)`, the default); a server's are not. The mask is
+  applied to the whole payload at once as one big-integer XOR, far cheaper in
   CPython than any per-byte loop, and the keys come from `os.urandom` in batches.
-- What the server sends is read by `FrameReader`: `feed()` it bytes as they arrive,
+- What the peer sends is read by `FrameReader`: `feed()` it bytes as they arrive,
   then call `next_event()` until it returns None (more bytes needed). Events are the
   message itself (`str` for text, `bytes` for binary), `Ping`, `Pong` or `Close`.
   Fragmented messages are put together (control frames may come between fragments).
 - The common case (a whole unfragmented text frame in the buffer) takes one branch
-  and one copy: the frame is decoded straight out of the buffer. The buffer is a
+  and one copy: the frame is decoded straight out of the buffer (a client's frame is
+  unmasked first, with the same XOR). `FrameReader(from_client=True)` reads a client's
+  frames, which must be masked; a client reads a server's, which must not be. The buffer is a
   bytearray with a read offset; consumed bytes are dropped at the next `feed()`, so
   a read that brought in many frames costs one compaction, not one per frame.
-- Anything the server may not send raises `WebSocketProtocolError` carrying the close
+- Anything the peer may not send raises `WebSocketProtocolError` carrying the close
   code to fail the connection with (1002 protocol error, 1007 bad UTF-8, 1009 too
   big). A message's size is checked as soon as its frame header declares it, before
   its payload is buffered. After an error or a `Close` the reader yields nothing more.
@@ -74,7 +78,7 @@ _pack_64 = struct.Struct("!BBQ").pack
 
 
 class WebSocketProtocolError(RemoteProtocolError):
-    """The server sent something RFC 6455 does not allow; `code` is the close code
+    """The peer sent something RFC 6455 does not allow; `code` is the close code
     to fail the connection with."""
 
     def __init__(self, message: str, code: int = PROTOCOL_ERROR) -> None:
@@ -114,16 +118,19 @@ _KEYS_PER_DRAW: Final = 256
 
 
 class FrameWriter:
-    """Builds the frames a client sends: one masked frame per message, FIN set.
+    """Builds the frames we send: one frame per message, FIN set; masked (a client's)
+    unless `mask=False` (a server's).
 
-    Each frame gets a fresh masking key from `os.urandom`; the keys are drawn a batch
+    Each masked frame gets a fresh key from `os.urandom`; the keys are drawn a batch
     at a time (a syscall per frame would cost more than building it). Keep one writer
     per connection: it holds no other state.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, mask: bool = True) -> None:
         self._keys = b""
         self._key_at = 0
+        if not mask:
+            self.frame = self._unmasked_frame  # type: ignore[method-assign]
 
     def text(self, text: str) -> bytes:
         return self.frame(OP_TEXT, text.encode())
@@ -170,9 +177,24 @@ class FrameWriter:
             header = _pack_64(0x80 | opcode, 0xFF, n)
         if not n:
             return header + key
-        mask = (key * ((n + 3) >> 2))[:n]
-        masked = int.from_bytes(payload, "little") ^ int.from_bytes(mask, "little")
-        return header + key + masked.to_bytes(n, "little")
+        return header + key + _xor(payload, key)
+
+    @staticmethod
+    def _unmasked_frame(opcode: int, payload: bytes) -> bytes:
+        n = len(payload)
+        if n < 126:
+            return bytes((0x80 | opcode, n)) + payload
+        if n < 0x10000:
+            return _pack_16(0x80 | opcode, 126, n) + payload
+        return _pack_64(0x80 | opcode, 127, n) + payload
+
+
+def _xor(payload: bytes | bytearray, key: bytes | bytearray) -> bytes:
+    """`payload` masked (or unmasked) with the 4-byte `key`."""
+    n = len(payload)
+    mask = (bytes(key) * ((n + 3) >> 2))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(mask, "little")).to_bytes(
+        n, "little")
 
 
 def handshake_key() -> str:
@@ -191,7 +213,7 @@ def _valid_close_code(code: int) -> bool:
     return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
-# --- what the server sends -------------------------------------------------------------
+# --- what the peer sends ---------------------------------------------------------------
 
 class _Fragment(enum.Enum):
     TAKEN = "a non-final fragment was taken in: look at the next frame"
@@ -201,11 +223,14 @@ _MORE: Final = _Fragment.TAKEN
 
 
 class FrameReader:
-    """Reads a server's frames; see the module docstring."""
+    """Reads the peer's frames: a server's (unmasked), or with `from_client=True` a
+    client's (masked); see the module docstring."""
 
-    def __init__(self, *, max_message_size: int = 1 << 20) -> None:
+    def __init__(self, *, max_message_size: int = 1 << 20, from_client: bool = False) -> None:
         #: a message (all its fragments together) over this many bytes fails with 1009
         self.max_message_size = max_message_size
+        self._masked = 0x80 if from_client else 0  # the mask bit every frame must have
+        self._peer = "client" if from_client else "server"
         self._buffer = bytearray()
         self._offset = 0  # start of the first unread frame in _buffer
         self._fragment_opcode = 0  # the data opcode of a message in fragments, or 0
@@ -254,15 +279,19 @@ class FrameReader:
                         raise self._fail("a frame length with its top bit set")
                     if length < 0x10000:
                         raise self._fail("a frame length not in its shortest form")
-            if b0 == 0x81 and not self._fragment_opcode and b1 < 0x80:
-                # the common case: a whole text message in one unmasked frame
+            if b0 == 0x81 and not self._fragment_opcode and b1 & 0x80 == self._masked:
+                # the common case: a whole text message in one frame
                 if length > self.max_message_size:
                     raise self._too_big(length)
+                if self._masked:
+                    start += 4
                 end = start + length
                 if end > size:
                     return None
                 self._offset = end
                 try:
+                    if self._masked:
+                        return _xor(buffer[start:end], buffer[start - 4:start]).decode()
                     return buffer[start:end].decode()
                 except UnicodeDecodeError:
                     raise self._fail("a text message that is not UTF-8", INVALID_DATA) from None
@@ -278,8 +307,8 @@ class FrameReader:
         bytes", or `_MORE` once a non-final fragment is taken in."""
         if b0 & 0x70:
             raise self._fail("a frame with reserved bits set (no extension was agreed)")
-        if b1 & 0x80:
-            raise self._fail("a masked frame from the server")
+        if b1 & 0x80 != self._masked:
+            raise self._fail("an unmasked frame" if self._masked else "a masked frame")
         opcode = b0 & 0x0F
         fin = b0 & 0x80
         if opcode >= OP_CLOSE:
@@ -301,11 +330,16 @@ class FrameReader:
                 raise self._fail("a new message before the fragmented one ended")
             if length > self.max_message_size:
                 raise self._too_big(length)
-        end = start + length
         buffer = self._buffer
+        if self._masked:
+            start += 4
+        end = start + length
         if end > len(buffer):
             return None
-        payload = bytes(buffer[start:end])
+        if self._masked:
+            payload = _xor(buffer[start:end], buffer[start - 4:start])
+        else:
+            payload = bytes(buffer[start:end])
         self._offset = end
         if opcode >= OP_CLOSE:
             return self._control(opcode, payload)
@@ -361,7 +395,7 @@ class FrameReader:
 
     def _fail(self, what: str, code: int = PROTOCOL_ERROR) -> WebSocketProtocolError:
         self._finish()
-        return WebSocketProtocolError(f"the server sent {what}", code)
+        return WebSocketProtocolError(f"the {self._peer} sent {what}", code)
 
     def _finish(self) -> None:
         self.finished = True

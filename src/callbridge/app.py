@@ -20,11 +20,15 @@ the worker: new calls are turned away, the live ones go on for `CALLBRIDGE_DRAIN
 then the agent says `CALLBRIDGE_DRAIN_LINE` to each one still live and it hangs up;
 only then does hypercorn's own shutdown begin (see `drain` and docs/drain.md).
 
-The media stream is served straight from ASGI messages, not through quart's
-WebSocket wrapper: it is the per-frame hot path, and it needs to see the client's
-close as an event (`websocket.disconnect`) rather than as a cancellation, so the
-call can end in order (see `callbridge._call`). Everything else is ordinary quart,
-so you can add routes to `app`.
+Under `callbridge serve` the media stream never reaches this app's ASGI side: the
+front door (`callbridge._frontdoor`) answers it on callbridge's own WebSocket, with
+the same checks (`refuse_stream`) and the same call (`run_stream`), and hands every
+other request to hypercorn. Under `hypercorn --worker-class trio callbridge.app:app`
+(the compatible path, slower) it is served straight from ASGI messages, not through
+quart's WebSocket wrapper: it is the per-frame hot path, and it needs to see the
+client's close as an event (`websocket.disconnect`) rather than as a cancellation, so
+the call can end in order (see `callbridge._call`). Everything else is ordinary
+quart, so you can add routes to `app`.
 """
 
 from __future__ import annotations
@@ -40,10 +44,10 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from . import _drain, _hypercorn_fix, signature, streamtoken, twiml
+from . import _drain, _frontdoor, _hypercorn_fix, signature, streamtoken, twiml
 from ._call import Call, CallLimits, LiveCalls, run_call
 from ._guard import TwilioGuard
-from ._sockets import AsgiSocket
+from ._sockets import AsgiSocket, MessageSocket
 from .agent import Agent, AgentFactory, CallContext
 from .backend import OpenAIRealtime, RealtimeBackend
 from .config import Settings, load_agent
@@ -101,6 +105,10 @@ class CallbridgeApp(QuartTrio):
     fields and returns more `<Parameter>`s for the stream (sync or async): they reach
     the agent as `CallContext.parameters`. `twilio_rest` defaults to
     `TwilioRest.from_env()` (None without credentials); the app closes it.
+
+    `front_door`: serve the media stream with callbridge's own WebSocket code instead
+    of through ASGI, when hypercorn's trio worker serves the app (`callbridge serve`
+    turns it on; see `callbridge._frontdoor`). Other servers ignore it.
     """
 
     def __init__(
@@ -112,9 +120,11 @@ class CallbridgeApp(QuartTrio):
         limits: CallLimits | None = None,
         stream_parameters: ParameterHook | None = None,
         twilio_rest: TwilioRest | None = None,
+        front_door: bool = False,
     ) -> None:
         super().__init__("callbridge")
         self.stream_parameters = stream_parameters
+        self.front_door = front_door
         self.settings = settings
         self.call_agent = agent
         self.call_backend = backend
@@ -148,6 +158,8 @@ class CallbridgeApp(QuartTrio):
     async def _configure(self) -> None:
         _hypercorn_fix.install()
         _drain.hook_hypercorn_shutdown()
+        if self.front_door:
+            _frontdoor.install()
         self._draining = False
         self.drain_asked, self._drained = trio.Event(), trio.Event()
         if self.settings is None:
@@ -191,36 +203,52 @@ class CallbridgeApp(QuartTrio):
             await super().__call__(scope, receive, send)  # type: ignore[arg-type]
 
     async def _media_stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The media stream through ASGI (`hypercorn ... callbridge.app:app`; `callbridge
+        serve` answers it in `callbridge._frontdoor` instead)."""
         if (await receive())["type"] != "websocket.connect":
             return
-        assert self.call_agent is not None
-        assert self.call_backend is not None
-        guard = self.guard
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        refusal = self.refuse_stream(scope.get("query_string", b"").decode("latin-1"), headers)
+        if refusal == 403:
+            await send({"type": "websocket.close", "code": 1008})  # before accept: 403
+            return
+        await send({"type": "websocket.accept"})
+        if refusal is not None:
+            await send({"type": "websocket.close", "code": refusal, "reason": "try again later"})
+            return
+        await self.run_stream(AsgiSocket(receive, send, max_message_size=MAX_TWILIO_MESSAGE),
+                              headers)
+
+    def refuse_stream(self, query: str, headers: Mapping[str, str]) -> int | None:
+        """Whether to let a media stream in: None (yes), 403 (refuse the upgrade: not
+        signed by Twilio), or 1013 (accept it, then close it with 1013 at once: the
+        service is busy or draining; Twilio then runs what follows `</Connect>`, where
+        a refused upgrade would be a handshake error, 31920). `headers` have lower-case
+        names. Logs why."""
+        guard = self.guard
         if guard is not None:
-            url = self.stream_url(headers)
-            if scope.get("query_string"):
-                url += "?" + scope["query_string"].decode("latin-1")
+            url = self.stream_url(headers) + (f"?{query}" if query else "")
             header = headers.get(signature.HEADER.lower())
             if not guard.upgrade_ok(url, header):
                 log.warning("refused a media stream: %s X-Twilio-Signature for %s",
                             "missing" if header is None else "wrong", url)
-                await send({"type": "websocket.close", "code": 1008})  # before accept: 403
-                return
+                return 403
         busy = self._busy()
         if busy is not None:
-            # Accepted, then closed: Twilio runs what follows `</Connect>` (nothing: it
-            # hangs up); refusing the upgrade would be a handshake error (31920).
             log.warning("refused a media stream: %s (closed 1013 before any model session)",
                         busy)
-            await send({"type": "websocket.accept"})
-            await send({"type": "websocket.close", "code": 1013, "reason": "try again later"})
-            return
+            return 1013
+        return None
+
+    async def run_stream(self, socket: MessageSocket, headers: Mapping[str, str]) -> None:
+        """Run the call of an accepted media stream (`refuse_stream` let it in) to its
+        end; `headers` are the upgrade request's, with lower-case names."""
+        assert self.call_agent is not None
+        assert self.call_backend is not None
+        guard = self.guard
         self._admitting += 1  # counted from here: `_busy` sees it at once
         call: Call | None = None
         try:
-            await send({"type": "websocket.accept"})
-            socket = AsgiSocket(receive, send, max_message_size=MAX_TWILIO_MESSAGE)
             try:
                 async with trio.open_nursery() as nursery:
                     call = await nursery.start(functools.partial(
@@ -494,9 +522,11 @@ def create_app(
     limits: CallLimits | None = None,
     stream_parameters: ParameterHook | None = None,
     twilio_rest: TwilioRest | None = None,
+    front_door: bool = False,
 ) -> CallbridgeApp:
     return CallbridgeApp(settings, agent=agent, backend=backend, limits=limits,
-                         stream_parameters=stream_parameters, twilio_rest=twilio_rest)
+                         stream_parameters=stream_parameters, twilio_rest=twilio_rest,
+                         front_door=front_door)
 
 
 #: `hypercorn --worker-class trio callbridge.app:app`

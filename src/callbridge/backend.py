@@ -18,7 +18,7 @@ import trio
 
 from . import codec
 from . import realtime as rt
-from ._sockets import MessageSocket
+from ._sockets import MessageSocket, NowaitSocket
 from ._wsclient import HandshakeError, connect_websocket
 
 __all__ = [
@@ -61,9 +61,20 @@ class EventConnection:
 
     def __init__(self, socket: MessageSocket) -> None:
         self.socket = socket
+        #: the socket's writes never wait: `run_call` writes inline (`send_nowait`)
+        self.nowait: NowaitSocket | None = socket if isinstance(socket, NowaitSocket) else None
 
     async def send(self, event: rt.ClientEvent) -> None:
         await self.socket.send(codec.encode(event))
+
+    def send_nowait(self, event: rt.ClientEvent) -> None:
+        """Send at once, without waiting (only when `nowait`); see `NowaitSocket`."""
+        assert self.nowait is not None
+        self.nowait.send_nowait(codec.encode(event))
+
+    @property
+    def closed(self) -> bool:
+        return bool(getattr(self.socket, "closed", False))
 
     async def receive(self) -> rt.ServerEvent | None:
         text = await self.socket.receive()
