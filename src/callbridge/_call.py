@@ -1,51 +1,50 @@
 """One phone call on trio: thin pumps around the sans-I/O `Bridge`.
 
 Every decision is the `Bridge`'s (`callbridge._bridge`); this layer owns the sockets
-and the clock, and only moves messages between them and the bridge. One reader and
-one writer per socket, and no other task touches a socket:
+and the clock, and only moves messages between them and the bridge:
 
-    Twilio reader ──receive_twilio──▶ ┌────────┐ ──next_to_model──▶ model writer ──▶ model
-    model reader  ──receive_model───▶ │ Bridge │ ──next_to_twilio─▶ Twilio writer ──▶ Twilio
+    Twilio reader ──receive_twilio──▶ ┌────────┐ ──next_to_model──▶ model socket
+    model reader  ──receive_model───▶ │ Bridge │ ──next_to_twilio─▶ Twilio socket
                                       └────────┘
 
-* The readers feed the bridge what arrives, with the time, then ring the writers.
-  The Twilio reader never waits on anything but its socket (the bridge buffers caller
-  audio with a drop-oldest policy), so marks and `stop` are handled even while the
-  model stalls. The model reader waits while the bridge's playout is full: the model
-  is read no faster than Twilio takes audio.
-* A writer pulls from the bridge until it has nothing, then parks until rung. The
-  check and the park happen with no checkpoint between them, so no ring is lost.
-  The Twilio writer starts pulling once Twilio's `start` has arrived.
-* A send to Twilio is shielded (a frame already started must not be torn) under a
-  deadline of `send_timeout`: a socket that stops taking data ends the call.
-* The model connection comes from the backend and can be replaced mid-call: the
-  model task loops, one connection at a time, while the call's state stays in the
-  bridge (`_replace_model` is the seam reconnects and rotation build on).
+* A reader feeds the bridge what arrives (every message one read brought), with the
+  time, then `_wake` writes what the bridge has for either peer at once, in the
+  reader's own task: a caller frame reaches the model, and model audio Twilio, with
+  no hop to another task (measured: the hop and the per-message checkpoint were most
+  of a call's cost, bench/README.md). Writes never wait (`Sender.send_nowait`); what
+  a socket does not take at once is its backlog, and then that peer's writer task
+  drains it (waiting for writability, or awaiting the sends of a socket that can
+  only be awaited: `Queued`), and nothing more is written to that peer until it
+  has: one stalled peer never blocks the other, nor grows our memory.
+* The Twilio reader never waits on anything but its socket (the bridge buffers
+  caller audio with a drop-oldest policy), so marks and `stop` are handled even
+  while the model stalls. The model reader waits while the bridge's playout is full:
+  the model is read no faster than Twilio takes audio.
+* A Twilio socket that takes nothing for `send_timeout` ends the call; no frame is
+  ever torn (a non-blocking socket keeps the rest queued, a `Queued` send is shielded).
+* The model connection comes from the backend and can be replaced mid-call
+  (`callbridge._modelloop`: reconnects, rotation, keepalive), while the call's state
+  stays in the bridge.
 
 The bridge's one timer (`next_deadline`: the pause that ends a run of keypresses, a
-filler line, the idle prompt) is kept by a timer task that `_wake` re-arms when the
-deadline changes.
-
-The agent's function calls run as tasks of their own, started by the model reader
-as the bridge hands them out (`next_tool_call`), so audio keeps flowing both ways
-while they run; each reports its result to the bridge (`callbridge._toolrun` turns
-exceptions, timeouts and bad arguments into error outputs).
+filler line, the idle prompt) is kept by a timer task that `_wake` re-arms. The
+agent's function calls run as tasks of their own, started by the model reader as the
+bridge hands them out (`next_tool_call`), so audio keeps flowing while they run
+(`callbridge._toolrun` turns exceptions, timeouts and bad arguments into outputs).
 
 Nurseries, each with one job: the call's own holds the Twilio reader and, inside it,
 the pumps' nursery (the Twilio writer, the model task, the timer, the `start` timeout,
 the tool calls), so that ending the call cancels the pumps while the reader stays to
-see Twilio's close; the
-model task opens one nursery per model connection (its reader and writer), which is
-what makes the connection replaceable. Nothing outlives `run_call`.
+see Twilio's close; the model task opens one nursery per model connection (its
+reader and writer). Nothing outlives `run_call`.
 
 Teardown: Twilio's `stop` ends the model side at once, then we wait (bounded) for
-Twilio to close its socket rather than closing it ourselves: closing while the
-client's close is in flight is what crashes hypercorn's trio worker. When the call
+Twilio to close its socket rather than closing it ourselves (closing while the
+client's close is in flight is what crashes hypercorn's trio worker). When the call
 ends otherwise, we close the Twilio socket so Twilio runs the next TwiML verb. When
-the agent hung up or transferred the call (once its last words had played: the
-bridge decides when), Twilio's REST API is told (`Status=completed`, or TwiML that
-`<Dial>`s), and Twilio stops the stream itself; without REST credentials a hang-up
-closes the stream, and with nothing after `</Connect>` Twilio ends the call.
+the agent hung up or transferred the call (once its last words had played), Twilio's
+REST API is told (`Status=completed`, or TwiML that `<Dial>`s) and Twilio stops the
+stream itself; without REST credentials a hang-up closes the stream.
 
 `run_call` hands out a `Call` handle through `task_status` (`nursery.start`): the
 seam for ending the call and talking to the model from outside it.
@@ -53,7 +52,6 @@ seam for ending the call and talking to the model from outside it.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import time
@@ -68,13 +66,20 @@ from . import twilio as tw
 from ._bridge import Bridge, PendingTool
 from ._calldata import CallLimits, CallRefused, CallResult, CallStats, LiveCalls
 from ._errors import RemoteProtocolError
-from ._sockets import MessageSocket, NowaitSocket, SocketClosed, as_message_socket
+from ._modelloop import ModelLoop
+from ._sockets import (
+    MessageSocket,
+    NowaitSocket,
+    Queued,
+    Sender,
+    SocketClosed,
+    as_message_socket,
+)
 from ._toolrun import run_tool
 from ._twilioctl import TwilioActions, TwilioControl
 from .agent import Agent, AgentFactory, CallContext
 from .backend import (
     EventConnection,
-    ModelConnectError,
     OpenAIRealtime,
     RealtimeBackend,
     RealtimeConnection,
@@ -97,12 +102,7 @@ __all__ = [
 
 log = logging.getLogger("callbridge.call")
 
-#: a model connection that lasted this long was healthy: losing it starts a new outage
-#: (one that drops sooner counts as a failed attempt of the same outage, with backoff)
-HEALTHY_SESSION_S = 5.0
-
-
-class Call:
+class Call(ModelLoop):
     """A live call: what `run_call` is doing, and the seam to act on it from outside
     (the application, tools, hooks). Get one from `nursery.start(run_call, ...)`."""
 
@@ -125,10 +125,14 @@ class Call:
         self.answered_by: str | None = None
         self._on_event = on_event
         self._twilio = socket
-        #: the Twilio socket's writes never wait: the tasks that feed the bridge write
-        #: what it has for Twilio themselves (`_push_twilio`)
-        self._twilio_nowait = socket if isinstance(socket, NowaitSocket) else None
-        self._model: EventConnection | None = None  # a connection written inline
+        #: what goes to Twilio: the socket itself when its writes never wait, else a
+        #: queue that its writer sends (shielded: a frame started must not be torn)
+        self._to_twilio_out: Sender[str] = (
+            socket if isinstance(socket, NowaitSocket)
+            else Queued(socket.send, shielded_for=limits.send_timeout))
+        self._to_model_out: Sender[rt.ClientEvent] | None = None  # the connection's
+        self._model_broken: SocketClosed | None = None  # a write to it failed
+        self._owed_twilio = self._owed_model = False  # written, not yet `sent_to_*`
         self._backend = backend
         self._choose_agent = None if isinstance(agent, Agent) else agent
         self._bridge = Bridge(agent=agent if isinstance(agent, Agent) else None, limits=limits,
@@ -257,15 +261,10 @@ class Call:
             self._ended.set()
         elif bridge.start is not None and not self._started.is_set():
             self._started.set()
-        if self._twilio_nowait is not None and self._started.is_set() \
-                and not self._ended.is_set():
+        if self._started.is_set() and not self._ended.is_set():
             self._push_twilio()
-        elif self._to_twilio:
-            self._to_twilio.unpark_all()
-        if self._model is not None:
-            self._push_model(self._model)
-        elif self._to_model:
-            self._to_model.unpark_all()
+        if self._to_model_out is not None:
+            self._push_model(self._to_model_out)
         if bridge.next_deadline != self._armed:
             self._timer.unpark_all()
         if self._rotation_due and bridge.conversation.quiet and not bridge.playout.playing:
@@ -379,156 +378,59 @@ class Call:
             self._twilio_closed.set()
 
     def _push_twilio(self) -> None:
-        """Write what the bridge has for Twilio now, in the calling task, until the
-        socket holds a backlog (the peer is slow): then the writer drains it."""
-        bridge, socket = self._bridge, self._twilio_nowait
-        assert socket is not None
+        """Write what the bridge has for Twilio now, in the calling task (the reader
+        that fed the bridge: no hop to a writer task), until a write leaves a backlog
+        (the socket's buffers are full, or its sends must be awaited): then the writer
+        drains it, and only then are those messages `sent_to_twilio`."""
+        bridge, out = self._bridge, self._to_twilio_out
         sent = False
-        while not socket.backlog:
+        while not out.backlog and not self._owed_twilio:
             texts = bridge.next_to_twilio()
             if texts is None:
                 break
             try:
-                socket.send_nowait(*texts)
+                out.send_nowait(*texts)
             except SocketClosed:
                 self._end(EndReason.TWILIO_CLOSED, "Twilio socket closed while sending")
                 return
+            if out.backlog:
+                self._owed_twilio = True
+                break
             bridge.sent_to_twilio(trio.current_time())
             sent = True
-        if socket.backlog:
-            self._to_twilio.unpark_all()
+        if out.backlog and self._to_twilio:
+            self._to_twilio.unpark_all()  # (a backlog may come from a pong too)
         if sent and self._playout_room:
             self._playout_room.unpark_all()
 
     async def _write_twilio(self) -> None:
+        """Drain what `_push_twilio` left, then push more. A socket that takes nothing
+        for `send_timeout` is dead: the call ends (nothing is torn: what waits stays
+        queued for the close, or the queue's send is shielded)."""
         await self._started.wait()  # nothing goes to Twilio before `start`
-        if self._twilio_nowait is not None:
-            await self._drain_twilio()
-            return
-        bridge, send, timeout = self._bridge, self._twilio.send, self.limits.send_timeout
+        bridge, out, timeout = self._bridge, self._to_twilio_out, self.limits.send_timeout
         while True:
-            texts = bridge.next_to_twilio()
-            if texts is None:
+            self._push_twilio()
+            if not out.backlog:
                 await self._to_twilio.park()
                 continue
-            # shielded: a frame already started must not be torn; bounded: a socket
-            # that stops taking data is dead
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + timeout) as scope:
-                try:
-                    for text in texts:
-                        await send(text)
-                except SocketClosed:
-                    self._end(EndReason.TWILIO_CLOSED, "Twilio socket closed while sending")
-                    return
-            if scope.cancelled_caught:
+            try:
+                with trio.fail_after(timeout):
+                    await out.drain()
+            except SocketClosed:
+                self._end(EndReason.TWILIO_CLOSED, "Twilio socket closed while sending")
+                return
+            except trio.TooSlowError:
                 self._end(EndReason.TWILIO_STALLED, f"a send took over {timeout} s")
                 log.warning("Twilio stopped taking audio for %s s: ending the call", timeout)
                 return
-            bridge.sent_to_twilio(trio.current_time())
-            if self._playout_room:
-                self._playout_room.unpark_all()
+            if self._owed_twilio:
+                self._owed_twilio = False
+                bridge.sent_to_twilio(trio.current_time())
+                if self._playout_room:
+                    self._playout_room.unpark_all()
 
     # --- the model -----------------------------------------------------------------------
-
-    async def _run_model(self) -> None:
-        bridge = self._bridge
-        if not bridge.may_connect_model:
-            # nothing is paid for before `start` is authorized, and what the session
-            # needs to know of the call comes with it
-            await self._started.wait()
-        if bridge.agent is None:
-            assert self._choose_agent is not None
-            assert bridge.context is not None
-            bridge.use_agent(await _chosen(self._choose_agent, bridge.context))
-        assert bridge.agent is not None
-        assert bridge.may_connect_model
-        budget = self.limits.model_connect_budget
-        outage: float | None = None  # since when no connection would open
-        failures = 0  # attempts of this outage that failed
-        while not bridge.ended:
-            self._replacing = False
-            began, connections = trio.current_time(), bridge.stats.model_connections
-            left = budget if outage is None else budget - (began - outage)
-            try:
-                await self._model_session(bridge.agent.model, left)
-            except* (ModelConnectError, SocketClosed, OSError) as group:
-                log.warning("model connection: %s", group.exceptions[0])
-                refused = [e for e in group.exceptions
-                           if isinstance(e, ModelConnectError) and e.refused]
-                if refused:  # a bad key or no access: no retry would fare better
-                    self._end(EndReason.MODEL_ERROR, str(refused[0]))
-            connected = bridge.stats.model_connections > connections
-            if bridge.ended:
-                return
-            if self._replacing:
-                continue  # a rotation: the next session at once
-            now = trio.current_time()
-            if connected:  # lost mid-call: reconnect; the caller stays on the line
-                log.warning("call %s: the model connection was lost: reconnecting",
-                            self.call_sid)
-                if now - began >= HEALTHY_SESSION_S:  # a new outage: at once
-                    outage, failures = now, 0
-                    continue
-                outage = now if outage is None else outage  # flapping: back off
-            elif outage is None:
-                outage = began
-            if now - outage >= budget:
-                self._end(EndReason.MODEL_UNAVAILABLE, f"no model connection for {budget:g} s")
-                return
-            failures += 1
-            await trio.sleep(min(0.25 * 2 ** (failures - 1), 2.0, outage + budget - now))
-
-    async def _model_session(self, model_name: str, within: float) -> None:
-        """One model connection, from its connect (given `within` seconds) to its end;
-        the conversation goes on across connections."""
-        bridge = self._bridge
-        # one scope around the whole connection (a connection may hold a nursery, which
-        # must close inside it): its deadline bounds the connect, then is lifted
-        with trio.CancelScope(deadline=trio.current_time() + max(within, 0.0)) as scope:
-            async with self._backend.connect(model_name) as model:
-                scope.deadline = math.inf
-                bridge.model_connected(trio.current_time())
-                self._wake()
-                async with trio.open_nursery() as link:
-                    self._model_link = link.cancel_scope
-                    link.start_soon(self._write_model, model)
-                    link.start_soon(self._rotate, trio.current_time())
-                    link.start_soon(self._keepalive, model)
-                    await self._read_model(model)
-                    link.cancel_scope.cancel()
-                self._model_link = None
-        if scope.cancelled_caught:
-            raise ModelConnectError(f"no connection within {within:g} s")
-
-    async def _keepalive(self, model: RealtimeConnection) -> None:
-        """Ping the model; a connection that sent nothing for two intervals while we
-        were reading it (not holding back for Twilio) has stalled: drop it (the model
-        task reopens it). Connections that cannot say when they last heard: no check."""
-        interval, ping = self.limits.model_ping_s, getattr(model, "ping", None)
-        if ping is None or getattr(model, "last_heard", None) is None:
-            return
-        while True:
-            await trio.sleep(interval)
-            heard = max(model.last_heard, self._model_unparked)  # type: ignore[attr-defined]
-            if not self._model_parked and trio.current_time() - heard > 2 * interval:
-                raise SocketClosed(f"the model sent nothing for {2 * interval:g} s")
-            await ping()
-
-    async def _rotate(self, opened: float) -> None:
-        """Ask for a new session before this one reaches the API's age limit; the
-        switch itself waits for a turn boundary (`_wake`)."""
-        await trio.sleep_until(opened + self.limits.session_max_s)
-        log.info("call %s: the model session is %g s old: rotating at the next pause",
-                 self.call_sid, self.limits.session_max_s)
-        self._rotation_due = True
-        self._wake()
-
-    def _replace_model(self) -> None:
-        """Close the model connection and open another; the call goes on. The seam
-        for reconnects and session rotation (which also restore the conversation)."""
-        if self._model_link is not None:
-            self._replacing = True
-            self._model_link.cancel()
 
     async def _read_model(self, model: RealtimeConnection) -> None:
         bridge = self._bridge
@@ -561,80 +463,47 @@ class Call:
         self._bridge.tool_result(pending.call_id, result, trio.current_time())
         self._wake()
 
-    async def _drain_twilio(self) -> None:
-        """Twilio's writer, when writes never wait: write what came while nobody fed
-        the bridge, and drain a backlog; a peer that takes nothing for `send_timeout`
-        is dead (nothing is torn: the rest stays queued)."""
-        socket, timeout = self._twilio_nowait, self.limits.send_timeout
-        assert socket is not None
-        while True:
-            self._push_twilio()
-            if not socket.backlog:
-                await self._to_twilio.park()
-                continue
-            with trio.move_on_after(timeout) as scope:
-                try:
-                    await socket.drain()
-                except SocketClosed:
-                    self._end(EndReason.TWILIO_CLOSED, "Twilio socket closed while sending")
-                    return
-            if scope.cancelled_caught:
-                self._end(EndReason.TWILIO_STALLED, f"a send took over {timeout} s")
-                log.warning("Twilio stopped taking audio for %s s: ending the call", timeout)
-                return
-
-    def _push_model(self, model: EventConnection) -> None:
-        """Write what the bridge has for the model now, in the calling task, until the
-        connection holds a backlog; its writer drains that (and fails a broken one)."""
-        bridge, socket = self._bridge, model.nowait
-        assert socket is not None
-        while not socket.backlog:
+    def _push_model(self, out: Sender[rt.ClientEvent]) -> None:
+        """Write what the bridge has for the model now, in the calling task, until a
+        write leaves a backlog; as `_push_twilio` does."""
+        bridge = self._bridge
+        while not out.backlog and not self._owed_model and self._model_broken is None:
             event = bridge.next_to_model()
             if event is None:
-                return
+                break
             try:
-                model.send_nowait(event)
-            except SocketClosed:
-                break  # the writer finds it closed and ends the connection
+                out.send_nowait(event)
+            except SocketClosed as exc:
+                self._model_broken = exc  # the writer ends the connection
+                break
+            if out.backlog:
+                self._owed_model = True
+                break
             bridge.sent_to_model()
-        self._to_model.unpark_all()
+        if (out.backlog or self._model_broken) and self._to_model:
+            self._to_model.unpark_all()
 
     async def _write_model(self, model: RealtimeConnection) -> None:
-        if isinstance(model, EventConnection) and model.nowait is not None:
-            await self._drain_model(model, model.nowait)
-            return
-        bridge, send = self._bridge, model.send
-        while True:
-            event = bridge.next_to_model()
-            if event is None:
-                await self._to_model.park()
-                continue
-            await send(event)
-            bridge.sent_to_model()
-
-    async def _drain_model(self, model: EventConnection, socket: NowaitSocket) -> None:
-        """The model's writer, when writes never wait (see `_drain_twilio`)."""
-        self._model = model
+        """The model's writer: drain what `_push_model` left, then push more."""
+        bridge = self._bridge
+        out: Sender[rt.ClientEvent] = (
+            model if isinstance(model, EventConnection) and model.nowait is not None
+            else Queued(model.send))
+        self._to_model_out, self._model_broken, self._owed_model = out, None, False
         try:
             while True:
-                self._push_model(model)
-                if model.closed:
-                    raise SocketClosed("the model connection is closed")
-                if socket.backlog:
-                    await socket.drain()
-                else:
+                self._push_model(out)
+                if self._model_broken is not None:
+                    raise self._model_broken
+                if not out.backlog:
                     await self._to_model.park()
+                    continue
+                await out.drain()
+                if self._owed_model:
+                    self._owed_model = False
+                    bridge.sent_to_model()
         finally:
-            self._model = None
-
-
-async def _chosen(choose: AgentFactory, context: CallContext) -> Agent:
-    agent = choose(context)
-    if inspect.isawaitable(agent):
-        agent = await agent
-    if not isinstance(agent, Agent):
-        raise TypeError(f"the agent factory returned {type(agent).__name__}, not an Agent")
-    return agent
+            self._to_model_out = None
 
 
 async def run_call(

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import trio
 
@@ -21,6 +22,8 @@ __all__ = [
     "MemorySocket",
     "MessageSocket",
     "NowaitSocket",
+    "Queued",
+    "Sender",
     "SocketClosed",
     "TrioWebSocket",
     "as_message_socket",
@@ -46,21 +49,66 @@ class MessageSocket(Protocol):
         """Close from our side. Idempotent."""
 
 
-@runtime_checkable
-class NowaitSocket(MessageSocket, Protocol):
-    """A `MessageSocket` whose writes never wait (`callbridge._websocket.WebSocket`):
-    `run_call` then writes from the task that has something to send, with no hop to
-    a writer task, and drains a backlog in the writer."""
+T = TypeVar("T", contravariant=True)
+
+
+class Sender(Protocol[T]):
+    """Writes that never wait: how `run_call` writes to either peer. It writes from
+    the task that has something to send; what a write leaves behind (`backlog`) goes
+    out when the peer's writer task awaits `drain()`."""
 
     @property
     def backlog(self) -> int:
-        """Bytes sent that the kernel has not taken yet."""
+        """How much was written and is not out yet (0: nothing waits)."""
 
-    def send_nowait(self, *texts: str) -> None:
-        """Send these messages in one write, at once; raises `SocketClosed` once closed."""
+    def send_nowait(self, *items: T) -> None:
+        """Write these at once, in one write if the socket can; raises `SocketClosed`
+        once it is closed."""
 
     async def drain(self) -> None:
-        """Wait until the kernel took everything sent; `SocketClosed` if it breaks."""
+        """Wait until the backlog is out; `SocketClosed` if the socket breaks."""
+
+
+@runtime_checkable
+class NowaitSocket(MessageSocket, Sender[str], Protocol):
+    """A `MessageSocket` whose own writes never wait (`callbridge._websocket.WebSocket`:
+    what the kernel does not take waits in the socket, and no frame is ever torn)."""
+
+
+class Queued(Generic[T]):
+    """A `Sender` for a socket whose sends must be awaited (trio-websocket, ASGI, an
+    in-memory socket): writes are queued, and `drain()`, in the writer task, sends
+    them. With `shielded_for`, the sends are shielded (a frame already started must
+    not be torn) and bounded: `trio.TooSlowError` once they took that long."""
+
+    def __init__(self, send: Callable[[T], Awaitable[None]], *,
+                 shielded_for: float | None = None) -> None:
+        self._send = send
+        self._shielded_for = shielded_for
+        self._queue: deque[T] = deque()  # an item leaves once it is sent
+
+    @property
+    def backlog(self) -> int:
+        return len(self._queue)
+
+    def send_nowait(self, *items: T) -> None:
+        self._queue.extend(items)
+
+    async def drain(self) -> None:
+        if self._shielded_for is None:
+            await self._send_all()
+            return
+        deadline = trio.current_time() + self._shielded_for
+        with trio.CancelScope(shield=True, deadline=deadline) as scope:
+            await self._send_all()
+        if scope.cancelled_caught:
+            raise trio.TooSlowError
+
+    async def _send_all(self) -> None:
+        queue = self._queue
+        while queue:
+            await self._send(queue[0])
+            queue.popleft()
 
 
 AsgiMessage = MutableMapping[str, Any]

@@ -67,14 +67,18 @@ class EventConnection:
     async def send(self, event: rt.ClientEvent) -> None:
         await self.socket.send(codec.encode(event))
 
-    def send_nowait(self, event: rt.ClientEvent) -> None:
-        """Send at once, without waiting (only when `nowait`); see `NowaitSocket`."""
+    def send_nowait(self, *events: rt.ClientEvent) -> None:
+        """Send at once, without waiting (only when `nowait`; see `Sender`)."""
         assert self.nowait is not None
-        self.nowait.send_nowait(codec.encode(event))
+        self.nowait.send_nowait(*[codec.encode(event) for event in events])
 
     @property
-    def closed(self) -> bool:
-        return bool(getattr(self.socket, "closed", False))
+    def backlog(self) -> int:
+        return 0 if self.nowait is None else self.nowait.backlog
+
+    async def drain(self) -> None:
+        assert self.nowait is not None
+        await self.nowait.drain()
 
     async def receive(self) -> rt.ServerEvent | None:
         text = await self.socket.receive()
