@@ -280,6 +280,22 @@ async def test_sigterm_drains_two_workers_and_every_caller_hears_the_goodbye(
             assert steps[1].startswith("drain: 3 s passed"), mine
 
 
+def listening_sockets(port: int, pids: set[int]) -> dict[int, set[str]]:
+    """Per process, the inodes of the listening TCP sockets on `port` it holds."""
+    listening = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            listening.add(fields[9])
+    held: dict[int, set[str]] = {}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            target = os.readlink(fd)
+            if target.startswith("socket:[") and target[8:-1] in listening:
+                held.setdefault(pid, set()).add(target[8:-1])
+    return held
+
+
 @pytest.mark.slow
 async def test_callbridge_serve_shows_every_workers_lines_and_drains_on_sigterm() -> None:
     """`callbridge serve --workers 2`: each worker logs from its startup on (it is a new
@@ -294,6 +310,12 @@ async def test_callbridge_serve_shows_every_workers_lines_and_drains_on_sigterm(
             answer = await http(server.host, "GET", "/ready")
             assert isinstance(answer, tuple) and answer[0] == 200
             assert json.loads(answer[1]) == {"ready": True}
+            # each worker listens on a socket of its own (SO_REUSEPORT): the kernel
+            # spreads connections over them, where one shared socket does not
+            pids = {int(pid) for pid in ready.findall(server.log())}
+            held = listening_sockets(int(server.host.rsplit(":", 1)[1]), pids)
+            assert len(held) == 2 and all(len(inodes) == 1 for inodes in held.values()), held
+            assert len(set.union(*held.values())) == 2, held
             server.send_signal(signal.SIGTERM)
             status = await server.wait()
             log = server.log()

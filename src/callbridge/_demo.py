@@ -1,17 +1,17 @@
 """`callbridge demo`: one simulated phone call, with a barge-in, a tool and keypresses; no keys.
 
-The call is real where it matters: callbridge runs as the service (under hypercorn's
-trio worker, in this process), the model is the local realtime server on a real
-WebSocket, the caller is the synthetic Twilio that plays what it receives in real
-time and echoes marks as Twilio does, and Twilio's REST API is `LocalTwilio`'s. The
-script: the agent greets, the caller cuts in, the agent answers, the caller orders;
-the model calls `place_order`, which is slow (2.5 s), so the agent says a filler
-line while it runs, then reads the order number back and asks the caller to press 1
-then pound; the caller does (DTMF), the keys reach the model as a user message, and
-the agent confirms and says goodbye, calling `end_call` in the same response: once
-the goodbye has played in full (its last mark came back) the bridge asks Twilio to
-end the call (REST), and Twilio stops the stream. No idle prompt comes (the default
-`idle_timeout`, 8 s of silence, never passes).
+The call is real where it matters: callbridge runs as `callbridge serve` runs it
+(its front door in hypercorn's trio worker, here in this process), the model is the
+local realtime server on a real WebSocket, the caller is the synthetic Twilio that
+plays what it receives in real time and echoes marks as Twilio does, Twilio's REST
+API is `LocalTwilio`'s. The script: the agent greets, the caller cuts in, the agent
+answers, the caller orders; the model calls `place_order`, which is slow (2.5 s), so
+the agent says a filler line while it runs, then reads the order number back and
+asks the caller to press 1 then pound; the caller does (DTMF), the keys reach the
+model as a user message, and the agent confirms and says goodbye, calling `end_call`
+in the same response: once the goodbye has played in full (its last mark came back)
+the bridge asks Twilio to end the call (REST), and Twilio stops the stream. No idle
+prompt comes (the default `idle_timeout`, 8 s of silence, never passes).
 
 The model's side is a script (`scripted_brain`), but it answers from what reaches
 it: the confirmation is made of the tool's output (`Turn.function_outputs`), the
@@ -279,16 +279,16 @@ async def _call_over_loopback(caller: TwilioCaller, model: LocalRealtimeServer,
         settings = Settings(openai_api_key="sk-local-demo-not-a-key",
                             openai_base_url=f"http://127.0.0.1:{port}/v1")
         config = Config.from_mapping(bind=["127.0.0.1:0"], accesslog=None, errorlog=None)
-        app = create_app(settings, agent=AGENT, twilio_rest=rest)
+        app = create_app(settings, agent=AGENT, twilio_rest=rest, front_door=True)
         binds: list[str] = await nursery.start(partial(serve, app, config))  # type: ignore[arg-type]
         host = binds[0].removeprefix("http://")
         await dial_twilio_stream(caller, f"ws://{host}/media-stream")
         with trio.move_on_after(5):  # the model session ends right after the call
             await model.wait_for_sessions(lambda sessions: bool(sessions) and sessions[0].closed)
         nursery.cancel_scope.cancel()
-    return (f"callbridge under hypercorn's trio worker at http://{host}, local model at "
-            f"ws://127.0.0.1:{port}/v1/realtime, local Twilio's REST API at {rest.base_url}"
-            ), None  # the service keeps its call's result to itself
+    return (f"callbridge (`callbridge serve`: its front door in hypercorn's trio worker) at "
+            f"http://{host}, local model at ws://127.0.0.1:{port}/v1/realtime, local "
+            f"Twilio's REST API at {rest.base_url}"), None  # (the service keeps the result)
 
 
 async def run_demo(

@@ -213,6 +213,7 @@ async def _serve_media(app: Any, upgrade: MediaUpgrade, stream: trio.abc.Stream)
             await wire.drain()
             return
         wire.send_nowait(upgrade.accept())
+        await wire.drain()
         socket = WebSocket(wire, client=False, max_message_size=MAX_TWILIO_MESSAGE,
                            received=upgrade.received)
         try:
