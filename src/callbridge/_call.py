@@ -55,7 +55,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -68,6 +68,7 @@ from ._calldata import CallLimits, CallRefused, CallResult, CallStats, LiveCalls
 from ._errors import RemoteProtocolError
 from ._modelloop import ModelLoop
 from ._sockets import (
+    BatchSocket,
     MessageSocket,
     NowaitSocket,
     Queued,
@@ -80,6 +81,7 @@ from ._twilioctl import TwilioActions, TwilioControl
 from .agent import Agent, AgentFactory, CallContext
 from .backend import (
     EventConnection,
+    ModelBatch,
     OpenAIRealtime,
     RealtimeBackend,
     RealtimeConnection,
@@ -360,19 +362,22 @@ class Call(ModelLoop):
     # --- Twilio --------------------------------------------------------------------------
 
     async def _read_twilio(self) -> None:
-        receive, bridge = self._twilio.receive, self._bridge
+        """Feed the bridge every message a read brought, then `_wake` once."""
+        bridge, socket = self._bridge, self._twilio
+        receive = socket.receive_batch if isinstance(socket, BatchSocket) else _one(socket)
         try:
             while True:
                 try:
-                    text = await receive()
+                    texts = await receive()
                 except RemoteProtocolError as exc:  # the socket failed the connection
                     self._end(EndReason.TWILIO_CLOSED, str(exc))
                     return
-                if text is None:
+                if texts is None:
                     self._end(EndReason.TWILIO_CLOSED)
                     return
                 self._last_frame = now = trio.current_time()
-                bridge.receive_twilio(text, now)
+                for text in texts:
+                    bridge.receive_twilio(text, now)
                 self._wake()
         finally:
             self._twilio_closed.set()
@@ -433,21 +438,25 @@ class Call(ModelLoop):
     # --- the model -----------------------------------------------------------------------
 
     async def _read_model(self, model: RealtimeConnection) -> None:
+        """Feed the bridge every event a read brought, then `_wake` once (several
+        audio deltas then go to Twilio together); wait while the playout is full."""
         bridge = self._bridge
+        receive = model.receive_batch if isinstance(model, EventConnection) else _one_event(model)
         while True:
-            try:
-                event = await model.receive()
-            except RemoteProtocolError as exc:
-                bridge.protocol_error("model", str(exc), trio.current_time())
-                continue
-            if event is None:  # closed: the model task decides what next
+            events = await receive()
+            if events is None:  # closed: the model task decides what next
                 return
-            bridge.receive_model(event, trio.current_time())
+            now = trio.current_time()
+            for event in events:
+                if isinstance(event, RemoteProtocolError):
+                    bridge.protocol_error("model", str(event), now)
+                    continue
+                bridge.receive_model(event, now)
+                if type(event) is not rt.OutputAudioDelta:
+                    while (pending := bridge.next_tool_call()) is not None:
+                        assert self._pumps is not None
+                        self._pumps.start_soon(self._run_tool, pending)
             self._wake()
-            if type(event) is not rt.OutputAudioDelta:
-                while (pending := bridge.next_tool_call()) is not None:
-                    assert self._pumps is not None
-                    self._pumps.start_soon(self._run_tool, pending)
             if bridge.playout.full:  # not reading: a quiet model is not a stalled one
                 self._model_parked = True
                 while bridge.playout.full:
@@ -504,6 +513,27 @@ class Call(ModelLoop):
                     bridge.sent_to_model()
         finally:
             self._to_model_out = None
+
+
+def _one(socket: MessageSocket) -> Callable[[], Awaitable[list[str | bytes] | None]]:
+    """`receive_batch` for a socket that reads one message at a time."""
+    async def receive_batch() -> list[str | bytes] | None:
+        message = await socket.receive()
+        return None if message is None else [message]
+
+    return receive_batch
+
+
+def _one_event(model: RealtimeConnection) -> Callable[[], Awaitable[ModelBatch | None]]:
+    """`EventConnection.receive_batch` for any other connection: one event a time."""
+    async def receive_batch() -> ModelBatch | None:
+        try:
+            event = await model.receive()
+        except RemoteProtocolError as exc:
+            return [exc]
+        return None if event is None else [event]
+
+    return receive_batch
 
 
 async def run_call(

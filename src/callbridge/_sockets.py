@@ -19,6 +19,7 @@ import trio
 
 __all__ = [
     "AsgiSocket",
+    "BatchSocket",
     "MemorySocket",
     "MessageSocket",
     "NowaitSocket",
@@ -47,6 +48,16 @@ class MessageSocket(Protocol):
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         """Close from our side. Idempotent."""
+
+
+@runtime_checkable
+class BatchSocket(MessageSocket, Protocol):
+    """A `MessageSocket` that hands out every message one read brought at once
+    (`callbridge._websocket.WebSocket`): the call feeds them all to the bridge, then
+    writes what they caused, once."""
+
+    async def receive_batch(self) -> list[str | bytes] | None:
+        """At least one message, or None once the peer has closed."""
 
 
 T = TypeVar("T", contravariant=True)

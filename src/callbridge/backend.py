@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Protocol
+from typing import Protocol, TypeAlias
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
@@ -18,7 +18,8 @@ import trio
 
 from . import codec
 from . import realtime as rt
-from ._sockets import MessageSocket, NowaitSocket
+from ._errors import RemoteProtocolError
+from ._sockets import BatchSocket, MessageSocket, NowaitSocket
 from ._wsclient import HandshakeError, connect_websocket
 
 __all__ = [
@@ -49,6 +50,10 @@ class RealtimeConnection(Protocol):
 
     async def receive(self) -> rt.ServerEvent | None:
         """The next server event, None once closed; `RemoteProtocolError` for a bad frame."""
+
+
+#: what `EventConnection.receive_batch` returns: events, and errors in their place
+ModelBatch: TypeAlias = list[rt.ServerEvent | RemoteProtocolError]
 
 
 class RealtimeBackend(Protocol):
@@ -84,6 +89,21 @@ class EventConnection:
         text = await self.socket.receive()
         return None if text is None else codec.decode_server_event(text)
 
+    async def receive_batch(self) -> ModelBatch | None:
+        """Every event one read brought (at least one), None once closed. A message
+        that is not a valid event comes as its `RemoteProtocolError`, in its place:
+        one bad message costs none of the others."""
+        socket = self.socket
+        try:
+            if isinstance(socket, BatchSocket):
+                texts = await socket.receive_batch()
+            else:
+                text = await socket.receive()
+                texts = None if text is None else [text]
+        except RemoteProtocolError as exc:  # the connection failed: None next time
+            return [exc]
+        return None if texts is None else [_decoded(text) for text in texts]
+
     async def ping(self) -> None:
         """Ask the server for a sign of life (a WebSocket ping), if the socket can."""
         ping = getattr(self.socket, "ping", None)
@@ -95,6 +115,13 @@ class EventConnection:
         """When the server last sent anything; None if the socket cannot tell."""
         heard = getattr(self.socket, "last_heard", None)
         return heard if isinstance(heard, float) else None
+
+
+def _decoded(text: str | bytes) -> rt.ServerEvent | RemoteProtocolError:
+    try:
+        return codec.decode_server_event(text)
+    except RemoteProtocolError as exc:
+        return exc
 
 
 def realtime_url(base_url: str, model: str) -> str:
