@@ -10,6 +10,13 @@ trio's scheduling, not with syscalls or the machine's network stack.
 
     .venv/bin/python bench/inprocess.py                       # this tree
     PYTHONPATH=/tmp/old/src .venv/bin/python bench/inprocess.py   # another commit's
+    .venv/bin/python bench/inprocess.py --sockets             # over socket pairs
+
+`--sockets` puts both peers behind socket pairs instead, speaking RFC 6455 through
+callbridge's own WebSocket (the front door's server end for Twilio's side, the
+client end for the model's, whose echo parses each append as JSON): the whole
+per-frame path of `callbridge serve` with the kernel's socket calls, minus TCP and
+hypercorn.
 
 (`git worktree add /tmp/old COMMIT` gives another commit's tree.)
 """
@@ -22,7 +29,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 import trio.lowlevel
@@ -31,6 +38,9 @@ import callbridge
 from callbridge import codec, memory_socket_pair
 from callbridge import realtime as rt
 from callbridge import twilio as tw
+
+if TYPE_CHECKING:
+    from callbridge._websocket import WebSocket
 
 SID = "MZ" + "0" * 32
 FRAME = bytes(range(160))
@@ -57,8 +67,50 @@ class EchoModel:
         yield Connection()
 
 
-async def measure(frames: int, lag: int) -> tuple[float, callbridge.CallResult]:
-    twilio, bridge_end = memory_socket_pair()
+class SocketEchoModel:
+    """`EchoModel` behind a socket pair: JSON both ways, over callbridge's WebSocket."""
+
+    @asynccontextmanager
+    async def connect(self, model: str) -> AsyncIterator[Any]:
+        from callbridge.backend import EventConnection
+
+        ours, theirs = websocket_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._serve, theirs)
+            yield EventConnection(ours)
+            nursery.cancel_scope.cancel()
+
+    async def _serve(self, ws: WebSocket) -> None:
+        ws.send_nowait('{"type":"response.created","response":{"id":"r1"}}')
+        while (texts := await ws.receive_batch()) is not None:
+            out = []
+            for text in texts:
+                if '"input_audio_buffer.append"' in text:
+                    audio = json.loads(text)["audio"]
+                    out.append('{"type":"response.output_audio.delta","response_id":"r1",'
+                               f'"item_id":"i1","output_index":0,"content_index":0,'
+                               f'"delta":"{audio}"}}')
+            if out:
+                ws.send_nowait(*out)
+            await ws.drain()
+
+
+def websocket_pair() -> tuple[WebSocket, WebSocket]:
+    """Two ends of a WebSocket over a socket pair: (client, server)."""
+    from callbridge._websocket import WebSocket
+    from callbridge._wire import Wire
+
+    a, b = trio.socket.socketpair()
+    return (WebSocket(Wire(trio.SocketStream(a)), client=True),
+            WebSocket(Wire(trio.SocketStream(b)), client=False))
+
+
+async def measure(frames: int, lag: int, sockets: bool = False
+                  ) -> tuple[float, callbridge.CallResult]:
+    if sockets:
+        twilio, bridge_end = websocket_pair()
+    else:
+        twilio, bridge_end = memory_socket_pair()  # type: ignore[assignment]
     payload = base64.b64encode(FRAME).decode()
     texts = [json.dumps({"event": "media", "sequenceNumber": str(i + 3), "streamSid": SID,
                          "media": {"track": "inbound", "chunk": str(i + 1),
@@ -96,7 +148,8 @@ async def measure(frames: int, lag: int) -> tuple[float, callbridge.CallResult]:
     began = time.process_time()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(talk)
-        result = await callbridge.run_call(bridge_end, backend=EchoModel())
+        result = await callbridge.run_call(
+            bridge_end, backend=SocketEchoModel() if sockets else EchoModel())
     return time.process_time() - began, result
 
 
@@ -106,9 +159,11 @@ def main() -> None:
     parser.add_argument("--lag", type=int, default=5,
                         help="how many frames the caller may run ahead of the echo")
     parser.add_argument("--repeat", type=int, default=3, help="runs; each is reported")
+    parser.add_argument("--sockets", action="store_true",
+                        help="both peers behind socket pairs, over callbridge's WebSocket")
     args = parser.parse_args()
     for _ in range(args.repeat):
-        cpu, result = trio.run(measure, args.frames, args.lag)
+        cpu, result = trio.run(measure, args.frames, args.lag, args.sockets)
         print(f"{args.frames} frames each way: {cpu / args.frames * 1e6:.1f} µs CPU per frame "
               f"(both ways, peers included); {result.reason}, "
               f"{result.stats.chunks_out} media messages to Twilio")

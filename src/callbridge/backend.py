@@ -68,6 +68,7 @@ class EventConnection:
         self.socket = socket
         #: the socket's writes never wait: `run_call` writes inline (`send_nowait`)
         self.nowait: NowaitSocket | None = socket if isinstance(socket, NowaitSocket) else None
+        self._batches = socket if isinstance(socket, BatchSocket) else None
 
     async def send(self, event: rt.ClientEvent) -> None:
         await self.socket.send(codec.encode(event))
@@ -93,12 +94,11 @@ class EventConnection:
         """Every event one read brought (at least one), None once closed. A message
         that is not a valid event comes as its `RemoteProtocolError`, in its place:
         one bad message costs none of the others."""
-        socket = self.socket
         try:
-            if isinstance(socket, BatchSocket):
-                texts = await socket.receive_batch()
+            if self._batches is not None:
+                texts = await self._batches.receive_batch()
             else:
-                text = await socket.receive()
+                text = await self.socket.receive()
                 texts = None if text is None else [text]
         except RemoteProtocolError as exc:  # the connection failed: None next time
             return [exc]
