@@ -15,12 +15,13 @@ top functions by self time. The groups:
 | base64 | `base64`, `binascii` |
 | trio scheduling | trio's run loop, epoll, tasks, checkpoints, memory channels |
 | locks / cancel scopes | `trio/_sync.py`, `CancelScope` and cancel status machinery |
-| socket I/O (syscalls) | `trio/_socket.py`, `trio/_highlevel_socket.py`: send/recv, with the kernel's loopback TCP work |
+| socket I/O (syscalls) | `trio/_socket.py`, `trio/_highlevel_socket.py`, `callbridge/_wire.py`: send/recv, with the kernel's loopback TCP work |
+| WebSocket framing (callbridge) | `callbridge/_websocket.py`, `_wsframes.py`: the front door's and the model client's frames |
 | epoll wait | trio's epoll I/O manager |
 | hypercorn / wsproto / h11 | `hypercorn`, `wsproto`, `h11` |
 | ASGI + app layer | `quart`, `quart_trio`, `callbridge/app.py`, `callbridge/_sockets.py` |
 | trio-websocket (model socket) | `trio_websocket` |
-| bridge logic | `callbridge/_call.py`, `_playback.py`, `backend.py` |
+| bridge logic | `callbridge/_call.py`, `_modelloop.py`, `_bridge.py`, `_playout.py`, `_playback.py`, `_inbound.py`, `_payload.py`, `_conversation.py`, `backend.py` |
 | logging | `logging` |
 """
 
@@ -40,12 +41,16 @@ GROUPS: list[tuple[str, re.Pattern[str]]] = [
         r"\((json|cattrs|attr|attrs)/|<attrs generated|\(callbridge/(codec|realtime|twilio)\.py")),
     ("locks / cancel scopes", re.compile(
         r"\(trio/_sync\.py|\(trio/_timeouts\.py|CancelScope|CancelStatus|cancel_shielded")),
-    ("socket I/O (syscalls)", re.compile(r"\(trio/_socket\.py|\(trio/_highlevel_socket\.py")),
+    ("socket I/O (syscalls)", re.compile(
+        r"\(trio/_socket\.py|\(trio/_highlevel_socket\.py|\(callbridge/_wire\.py")),
+    ("WebSocket framing (callbridge)", re.compile(r"\(callbridge/_(websocket|wsframes)\.py")),
     ("epoll wait", re.compile(r"\(trio/_core/_(generated_)?io_epoll\.py")),
     ("trio-websocket (model socket)", re.compile(r"\(trio_websocket/")),
     ("hypercorn / wsproto / h11", re.compile(r"\((hypercorn|wsproto|h11)/")),
     ("ASGI + app layer", re.compile(r"\((quart|quart_trio)/|\(callbridge/(app|_sockets)\.py")),
-    ("bridge logic", re.compile(r"\(callbridge/(_call|_playback|backend|_guard)\.py")),
+    ("bridge logic", re.compile(
+        r"\(callbridge/(_call|_modelloop|_bridge|_playout|_playback|_inbound|_payload"
+        r"|_conversation|backend|_guard)\.py")),
     ("trio scheduling", re.compile(r"\((trio|outcome|sniffio)/")),
 ]
 

@@ -328,3 +328,19 @@ async def _https_health(host: str, context: ssl.SSLContext) -> tuple[int, bytes]
     await stream.aclose()
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), body
+
+
+def test_serve_wants_a_key_with_a_certificate(capsys: pytest.CaptureFixture[str]) -> None:
+    from callbridge._cli import main
+
+    assert main(["serve", "--certfile", "cert.pem"]) == 2
+    assert "--certfile and --keyfile go together" in capsys.readouterr().err
+
+
+def test_the_front_door_refuses_a_hypercorn_it_was_not_tested_with(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import hypercorn
+
+    monkeypatch.setattr(hypercorn, "__version__", "0.19.0", raising=False)
+    with pytest.raises(RuntimeError, match=r"tested with hypercorn 0\.18"):
+        _frontdoor.install()

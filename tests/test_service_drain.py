@@ -221,8 +221,9 @@ async def sigterm_during(callers: list[Caller], server: HypercornProcess
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.slow
+@pytest.mark.parametrize("served_by", ["hypercorn", "callbridge serve"])
 async def test_sigterm_drains_two_workers_and_every_caller_hears_the_goodbye(
-    tmp_path: Path,
+    tmp_path: Path, served_by: str,
 ) -> None:
     model = LocalRealtimeServer(brain(), speedup=10)
     callers = [Caller(i) for i in range(4)]
@@ -233,9 +234,14 @@ async def test_sigterm_drains_two_workers_and_every_caller_hears_the_goodbye(
                    "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
                    "CALLBRIDGE_GREETING": "Say hello.", "CALLBRIDGE_DRAIN_S": "3",
                    "CALLBRIDGE_DRAIN_LINE": LINE, "CALLBRIDGE_BUSY_LINE": BUSY}
-            args = ("--workers", "2", "--graceful-timeout", "10",
-                    "--log-config", f"toml:{log_config(tmp_path)}")
-            async with hypercorn_process("callbridge.app:app", env, args=args) as server:
+            if served_by == "hypercorn":  # the media stream through ASGI
+                args = ("--workers", "2", "--graceful-timeout", "10",
+                        "--log-config", f"toml:{log_config(tmp_path)}")
+                service = hypercorn_process("callbridge.app:app", env, args=args)
+            else:  # the front door
+                service = server_process([sys.executable, "-m", "callbridge", "serve", "--host",
+                                          "127.0.0.1", "--port", "{port}", "--workers", "2"], env)
+            async with service as server:
                 with log_on_failure(server):
                     workers, (ready, webhook, stream) = await sigterm_during(callers, server)
                     status = await server.wait()
