@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import subprocess
@@ -139,6 +140,11 @@ async def server_process(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with tempfile.TemporaryFile() as log:
+        # The server's processes share this file's offset with us: appending, their
+        # lines always go to the end, whatever `log()` (seek, read) does meanwhile;
+        # otherwise a line written during a read lands mid-file, over older ones.
+        fcntl.fcntl(log.fileno(), fcntl.F_SETFL, fcntl.fcntl(log.fileno(), fcntl.F_GETFL)
+                    | os.O_APPEND)
         process = await trio.lowlevel.open_process(
             [arg.replace("{port}", str(port)) for arg in command],
             cwd=cwd, env=os.environ | dict(env or {}), stdout=log, stderr=subprocess.STDOUT)
