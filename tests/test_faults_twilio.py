@@ -313,11 +313,12 @@ async def test_a_tcp_reset_mid_sentence_ends_the_call_and_the_worker_serves_on(
 
 @pytest.mark.slow
 async def test_callbridge_serve_refuses_a_1_mib_frame_as_it_streams_in(tmp_path: Path) -> None:
-    """Under `callbridge serve`, hypercorn itself caps WebSocket messages at
-    `MAX_TWILIO_MESSAGE` (64 KiB): a 1 MiB frame of which only the first 128 KiB
-    are ever sent is refused with 1009 (nothing waits for, or buffers, the whole of
-    it). Plain `hypercorn callbridge.app:app` would wait for the rest (hypercorn's own
-    cap is 16 MiB) and the app would refuse it whole (tests/test_service_security.py)."""
+    """Under `callbridge serve`, the front door caps WebSocket messages at
+    `MAX_TWILIO_MESSAGE` (64 KiB) as soon as a frame's header declares its size: a
+    1 MiB frame of which only the first 128 KiB are ever sent is refused with 1009
+    (nothing waits for, or buffers, the whole of it). Plain `hypercorn
+    callbridge.app:app` would wait for the rest (hypercorn's own cap is 16 MiB) and
+    the app would refuse it whole (tests/test_service_security.py)."""
     command = [sys.executable, "-m", "callbridge", "serve", "--host", "127.0.0.1",
                "--port", "{port}"]
     close: list[CloseConnection] = []

@@ -258,7 +258,7 @@ async def test_a_request_head_in_pieces_goes_to_hypercorn_with_keep_alive() -> N
             stream = await trio.open_tcp_stream("127.0.0.1", int(host.rsplit(":", 1)[1]))
             for piece in (b"GET / HT", b"TP/1.1\r\nHost: x\r\n", b"\r\n"):
                 await stream.send_all(piece)
-                await trio.sleep(0.05)
+                await trio.testing.wait_all_tasks_blocked()  # the server read it
             first = await _response(stream)
             await stream.send_all(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")  # same connection
             second = await _response(stream)
