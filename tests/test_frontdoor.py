@@ -249,21 +249,28 @@ async def test_queued_counts_an_item_until_it_is_sent_and_bounds_a_shielded_send
 
 # --- the front door on real sockets ---------------------------------------------------
 
-async def test_a_request_head_in_pieces_goes_to_hypercorn_with_keep_alive() -> None:
+@asynccontextmanager
+async def connected_to_the_front_door() -> AsyncIterator[trio.SocketStream]:
+    """A connection to an (offline) service served through the front door."""
     app = create_app(Settings(openai_api_key="sk-test"), front_door=True)
     config = Config.from_mapping(bind=["127.0.0.1:0"], accesslog=None)
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             host = (await nursery.start(partial(serve, app, config)))[0].removeprefix("http://")
             stream = await trio.open_tcp_stream("127.0.0.1", int(host.rsplit(":", 1)[1]))
-            for piece in (b"GET / HT", b"TP/1.1\r\nHost: x\r\n", b"\r\n"):
-                await stream.send_all(piece)
-                await trio.testing.wait_all_tasks_blocked()  # the server read it
-            first = await _response(stream)
-            await stream.send_all(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")  # same connection
-            second = await _response(stream)
-            await stream.aclose()
+            async with stream:
+                yield stream
             nursery.cancel_scope.cancel()
+
+
+async def test_a_request_head_in_pieces_goes_to_hypercorn_with_keep_alive() -> None:
+    async with connected_to_the_front_door() as stream:
+        for piece in (b"GET / HT", b"TP/1.1\r\nHost: x\r\n", b"\r\n"):
+            await stream.send_all(piece)
+            await trio.testing.wait_all_tasks_blocked()  # the server read it
+        first = await _response(stream)
+        await stream.send_all(b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n")  # same connection
+        second = await _response(stream)
     assert first.startswith(b"HTTP/1.1 200") and b'"active_calls":0' in first.replace(b" ", b"")
     assert second.startswith(b"HTTP/1.1 200") and b'"ready":true' in second.replace(b" ", b"")
 
@@ -277,15 +284,8 @@ async def _response(stream: trio.SocketStream) -> bytes:
 
 async def test_a_connection_that_says_nothing_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_frontdoor, "HEAD_TIMEOUT_S", 0.5)
-    app = create_app(Settings(openai_api_key="sk-test"), front_door=True)
-    config = Config.from_mapping(bind=["127.0.0.1:0"], accesslog=None)
-    with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            host = (await nursery.start(partial(serve, app, config)))[0].removeprefix("http://")
-            stream = await trio.open_tcp_stream("127.0.0.1", int(host.rsplit(":", 1)[1]))
-            assert await stream.receive_some() == b""  # closed by the server, in time
-            await stream.aclose()
-            nursery.cancel_scope.cancel()
+    async with connected_to_the_front_door() as stream:
+        assert await stream.receive_some() == b""  # closed by the server, in time
 
 
 async def test_a_call_over_tls_through_the_front_door(tmp_path: Path) -> None:
