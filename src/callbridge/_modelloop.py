@@ -62,21 +62,17 @@ class ModelLoop:
     _model_parked: bool
     _model_unparked: float
 
-    @property
-    def call_sid(self) -> str | None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # what `Call` provides
+        @property
+        def call_sid(self) -> str | None: ...
 
-    def _end(self, reason: EndReason, detail: str = "") -> None:
-        raise NotImplementedError
+        def _end(self, reason: EndReason, detail: str = "") -> None: ...
 
-    def _wake(self) -> None:
-        raise NotImplementedError
+        def _wake(self) -> None: ...
 
-    async def _read_model(self, model: RealtimeConnection) -> None:
-        raise NotImplementedError
+        async def _read_model(self, model: RealtimeConnection) -> None: ...
 
-    async def _write_model(self, model: RealtimeConnection) -> None:
-        raise NotImplementedError
+        async def _write_model(self, model: RealtimeConnection) -> None: ...
 
     async def _run_model(self) -> None:
         bridge = self._bridge
