@@ -344,3 +344,28 @@ def test_the_front_door_refuses_a_hypercorn_it_was_not_tested_with(
     monkeypatch.setattr(hypercorn, "__version__", "0.19.0", raising=False)
     with pytest.raises(RuntimeError, match=r"tested with hypercorn 0\.18"):
         _frontdoor.install()
+
+
+async def test_closing_a_wire_wakes_its_reader_and_drainer_with_the_end() -> None:
+    with trio.fail_after(30):
+        async with wire_pair() as (wire, _):
+            wire.send_nowait(b"x" * (8 << 20))  # the peer reads nothing: a backlog
+            got: list[object] = []
+
+            async def drain() -> None:
+                try:
+                    await wire.drain()
+                except SocketClosed as exc:
+                    got.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(drain)
+                nursery.start_soon(lambda: _read_into(wire, got))
+                await trio.testing.wait_all_tasks_blocked()
+                await wire.aclose()
+    assert sorted(map(type, got), key=str) == sorted([bytes, SocketClosed], key=str)
+    assert b"" in got
+
+
+async def _read_into(wire: Wire, got: list[object]) -> None:
+    got.append(await wire.receive_some())

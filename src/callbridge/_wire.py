@@ -108,7 +108,10 @@ class Wire:
         async with self._drain_lock:
             while self._pending:
                 if self._sock is not None:
-                    await trio.lowlevel.wait_writable(self._sock)
+                    try:
+                        await trio.lowlevel.wait_writable(self._sock)
+                    except trio.ClosedResourceError:  # `aclose` in another task
+                        raise SocketClosed("closed") from None
                     self._flush_some(self._sock)
                 else:
                     await self._send_all()
@@ -166,7 +169,10 @@ class Wire:
         while True:
             if self._closed:
                 return b""
-            await trio.lowlevel.wait_readable(sock)
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except trio.ClosedResourceError:  # `aclose` in another task
+                return b""
             try:
                 return sock.recv(max_bytes)
             except BlockingIOError:  # woken for nothing: wait again
