@@ -288,12 +288,19 @@ async def test_a_connection_that_says_nothing_is_closed(monkeypatch: pytest.Monk
         assert await stream.receive_some() == b""  # closed by the server, in time
 
 
-async def test_a_call_over_tls_through_the_front_door(tmp_path: Path) -> None:
+def certificate(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
+    """A server certificate and key for 127.0.0.1 (one PEM), and a client context
+    that trusts it."""
     ca = trustme.CA()
     pem = tmp_path / "server.pem"
     ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return pem, context
+
+
+async def test_a_call_over_tls_through_the_front_door(tmp_path: Path) -> None:
+    pem, client_context = certificate(tmp_path)
     model = LocalRealtimeServer()
     caller = Caller(speech_s=0.4)
     caller.done = lambda: bool(caller.heard)  # type: ignore[method-assign]
@@ -369,3 +376,21 @@ async def test_closing_a_wire_wakes_its_reader_and_drainer_with_the_end() -> Non
 
 async def _read_into(wire: Wire, got: list[object]) -> None:
     got.append(await wire.receive_some())
+
+
+async def test_http2_negotiated_over_tls_is_served_by_hypercorn(tmp_path: Path) -> None:
+    import httpx
+
+    pem, context = certificate(tmp_path)
+    app = create_app(Settings(openai_api_key="sk-test"), front_door=True)
+    config = Config.from_mapping(bind=["127.0.0.1:0"], accesslog=None, certfile=str(pem),
+                                 keyfile=str(pem))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            host = (await nursery.start(partial(serve, app, config)))[0].partition("://")[2]
+            async with httpx.AsyncClient(http2=True, verify=context) as client:
+                first = await client.get(f"https://{host}/")
+                second = await client.get(f"https://{host}/ready")
+            nursery.cancel_scope.cancel()
+    assert (first.http_version, first.status_code) == ("HTTP/2", 200)
+    assert (second.http_version, second.status_code) == ("HTTP/2", 200)

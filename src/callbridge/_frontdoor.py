@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import h11
@@ -40,6 +40,9 @@ import trio
 from ._websocket import WebSocket
 from ._wire import READ_SIZE, Wire
 from ._wsframes import accept_key
+
+if TYPE_CHECKING:
+    from .app import CallbridgeApp
 
 __all__ = ["FrontDoor", "MediaUpgrade", "install", "media_upgrade"]
 
@@ -176,21 +179,22 @@ class FrontDoor:
         if not isinstance(app, CallbridgeApp) or not app.front_door:
             await self._hypercorn(stream)  # not ours to serve
             return
-        head = b""
+        head, http2 = b"", False
         with trio.move_on_after(HEAD_TIMEOUT_S) as waited:
             try:
                 if isinstance(stream, trio.SSLStream):
                     await stream.do_handshake()
-                    if stream.selected_alpn_protocol() not in (None, "http/1.1"):
-                        await self._hypercorn(stream)  # HTTP/2: hypercorn's alone
-                        return
-                while b"\r\n\r\n" not in head and len(head) < MAX_HEAD:
+                    http2 = stream.selected_alpn_protocol() not in (None, "http/1.1")
+                while not http2 and b"\r\n\r\n" not in head and len(head) < MAX_HEAD:
                     data = await stream.receive_some(READ_SIZE)
                     if not data:
                         break
                     head += data
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 head = b""
+        if http2 and not waited.cancelled_caught:
+            await self._hypercorn(stream)  # HTTP/2 (negotiated over TLS): hypercorn's alone
+            return
         if waited.cancelled_caught or not head:
             await trio.aclose_forcefully(stream)
             return
@@ -201,7 +205,8 @@ class FrontDoor:
         await _serve_media(app, upgrade, stream)
 
 
-async def _serve_media(app: Any, upgrade: MediaUpgrade, stream: trio.abc.Stream) -> None:
+async def _serve_media(app: CallbridgeApp, upgrade: MediaUpgrade,
+                       stream: trio.abc.Stream) -> None:
     """Answer the upgrade and run the call on callbridge's own WebSocket."""
     from .app import MAX_TWILIO_MESSAGE
 
