@@ -355,3 +355,11 @@ async def test_the_health_check_says_nothing_of_draining_before_it(
     async with service.test_app():
         assert await get(service, "/") == (200, {"status": "ok", "active_calls": 0})
         assert json.dumps((await get(service, "/ready"))[1]) == '{"ready": true}'
+
+
+async def test_a_stream_let_in_counts_at_once_before_its_upgrade_is_answered() -> None:
+    """Two upgrades at the limit, the second checked while the first is still being
+    answered (an await away from its call): the second is turned away."""
+    app = create_app(Settings(openai_api_key="sk-test", max_calls=1))
+    assert app.refuse_stream("", {}) is None  # let in: counted now, not once it runs
+    assert app.refuse_stream("", {}) == 1013

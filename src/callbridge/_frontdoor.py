@@ -217,15 +217,20 @@ async def _serve_media(app: CallbridgeApp, upgrade: MediaUpgrade,
             wire.send_nowait(upgrade.refuse(403, "invalid Twilio signature\n"))
             await wire.drain()
             return
-        wire.send_nowait(upgrade.accept())
-        await wire.drain()
         socket = WebSocket(wire, client=False, max_message_size=MAX_TWILIO_MESSAGE,
                            received=upgrade.received)
+
+        async def accept() -> WebSocket:
+            wire.send_nowait(upgrade.accept())
+            await wire.drain()
+            return socket
+
         try:
-            if refusal is not None:  # busy: accepted, then closed (see `refuse_stream`)
+            if refusal is None:
+                await app.run_stream(accept, upgrade.headers)
+            else:  # busy: accepted, then closed (see `refuse_stream`)
+                await accept()
                 await socket.aclose(refusal, "try again later")
-                return
-            await app.run_stream(socket, upgrade.headers)
         finally:
             await socket.aclose()
     except Exception:  # the connection's own failure; the call logged its own

@@ -211,20 +211,23 @@ class CallbridgeApp(QuartTrio):
         refusal = self.refuse_stream(scope.get("query_string", b"").decode("latin-1"), headers)
         if refusal == 403:
             await send({"type": "websocket.close", "code": 1008})  # before accept: 403
-            return
-        await send({"type": "websocket.accept"})
-        if refusal is not None:
+        elif refusal is not None:
+            await send({"type": "websocket.accept"})
             await send({"type": "websocket.close", "code": refusal, "reason": "try again later"})
-            return
-        await self.run_stream(AsgiSocket(receive, send, max_message_size=MAX_TWILIO_MESSAGE),
-                              headers)
+        else:
+            async def accept() -> MessageSocket:
+                await send({"type": "websocket.accept"})
+                return AsgiSocket(receive, send, max_message_size=MAX_TWILIO_MESSAGE)
+
+            await self.run_stream(accept, headers)
 
     def refuse_stream(self, query: str, headers: Mapping[str, str]) -> int | None:
         """Whether to let a media stream in: None (yes), 403 (refuse the upgrade: not
         signed by Twilio), or 1013 (accept it, then close it with 1013 at once: the
         service is busy or draining; Twilio then runs what follows `</Connect>`, where
         a refused upgrade would be a handshake error, 31920). `headers` have lower-case
-        names. Logs why."""
+        names. Logs why. A stream let in counts against the limit from here on: call
+        `run_stream` next, with no checkpoint between."""
         guard = self.guard
         if guard is not None:
             url = self.stream_url(headers) + (f"?{query}" if query else "")
@@ -238,17 +241,20 @@ class CallbridgeApp(QuartTrio):
             log.warning("refused a media stream: %s (closed 1013 before any model session)",
                         busy)
             return 1013
+        self._admitting += 1  # counted from here: `_busy` sees it at once
         return None
 
-    async def run_stream(self, socket: MessageSocket, headers: Mapping[str, str]) -> None:
-        """Run the call of an accepted media stream (`refuse_stream` let it in) to its
-        end; `headers` are the upgrade request's, with lower-case names."""
+    async def run_stream(self, accept: Callable[[], Awaitable[MessageSocket]],
+                         headers: Mapping[str, str]) -> None:
+        """Accept a media stream that `refuse_stream` let in (`accept()` answers the
+        upgrade and returns the socket) and run its call to the end; `headers` are the
+        upgrade request's, with lower-case names."""
         assert self.call_agent is not None
         assert self.call_backend is not None
         guard = self.guard
-        self._admitting += 1  # counted from here: `_busy` sees it at once
         call: Call | None = None
         try:
+            socket = await accept()
             try:
                 async with trio.open_nursery() as nursery:
                     call = await nursery.start(functools.partial(
