@@ -235,15 +235,16 @@ def start_message(call_sid: str) -> str:
 
 
 @asynccontextmanager
-async def service(model: LocalRealtimeServer, limits: CallLimits | None = None
-                  ) -> AsyncIterator[tuple[Any, str]]:
+async def service(model: LocalRealtimeServer, limits: CallLimits | None = None,
+                  front_door: bool = False) -> AsyncIterator[tuple[Any, str]]:
     """callbridge's app (unguarded) under hypercorn in this process, on loopback, its
     model the local one on a real socket: yields the app and its `host:port`."""
     async with trio.open_nursery() as nursery:
         port = await nursery.start(partial(serve_realtime_websocket, model))
         app = create_app(Settings(openai_api_key="sk-test-not-a-key",
                                   openai_base_url=f"http://127.0.0.1:{port}/v1",
-                                  greeting="Say hello."), limits=limits)
+                                  greeting="Say hello."), limits=limits,
+                         front_door=front_door)
         host = await _hypercorn(app, nursery)
         yield app, host
         nursery.cancel_scope.cancel()
@@ -274,7 +275,7 @@ async def until(check: Any) -> None:
 
 
 async def test_a_tcp_reset_mid_sentence_ends_the_call_and_the_worker_serves_on(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, front_door: bool,
 ) -> None:
     """Twilio's connection is reset (RST) while the agent talks: the call ends as
     `twilio_closed`, its model session is closed, and the worker serves the next
@@ -283,7 +284,7 @@ async def test_a_tcp_reset_mid_sentence_ends_the_call_and_the_worker_serves_on(
     call_sid = "CA" + "5e7" * 10 + "00"
     model = LocalRealtimeServer(default_reply_ms=60_000)  # talks for a minute
     with trio.fail_after(60):
-        async with service(model) as (app, host):
+        async with service(model, front_door=front_door) as (app, host):
             async with raw_websocket(host) as (stream, ws):
                 for text in [codec.encode(tw.Connected()), start_message(call_sid),
                              *[media(b"\xff" * FRAME)] * 10]:
@@ -342,11 +343,13 @@ async def test_callbridge_serve_refuses_a_1_mib_frame_as_it_streams_in(tmp_path:
     assert [c.code for c in close] == [1009]
 
 
-async def test_a_slowloris_upgrade_is_cut_by_hypercorns_keep_alive_timeout() -> None:
+async def test_a_slowloris_upgrade_is_cut_by_hypercorns_keep_alive_timeout(
+        front_door: bool) -> None:
     """A client dripping its upgrade request, a byte a second: no request is ever
     complete, so the app never sees it, and hypercorn's `keep_alive_timeout` (5 s
-    by default, from the connection's opening) closes the connection long before the
-    request could end. No model session is opened."""
+    by default, from the connection's opening; the front door's `HEAD_TIMEOUT_S`,
+    10 s) closes the connection long before the request could end. No model session
+    is opened."""
     model = LocalRealtimeServer()
     request = (b"GET /media-stream HTTP/1.1\r\nHost: bridge\r\nUpgrade: websocket\r\n"
                b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
@@ -354,7 +357,7 @@ async def test_a_slowloris_upgrade_is_cut_by_hypercorns_keep_alive_timeout() -> 
     dripped = 0
     answer = b""
     with trio.fail_after(60):  # the request would take 140 s to drip
-        async with service(model) as (app, host):
+        async with service(model, front_door=front_door) as (app, host):
             name, port = host.rsplit(":", 1)
             stream = await trio.open_tcp_stream(name, int(port))
             async with stream, trio.open_nursery() as nursery:
@@ -384,7 +387,7 @@ async def test_a_slowloris_upgrade_is_cut_by_hypercorns_keep_alive_timeout() -> 
 
 @pytest.mark.parametrize("dripped_message", ["start", "media"])
 async def test_a_message_dripped_a_byte_a_second_ends_the_call_at_media_idle_s(
-    caplog: pytest.LogCaptureFixture, dripped_message: str,
+    caplog: pytest.LogCaptureFixture, dripped_message: str, front_door: bool,
 ) -> None:
     """Once upgraded, hypercorn has no timeout on a WebSocket (`read_timeout` is None):
     a frame dripped a byte a second is bounded by the call's own watchdog. No whole
@@ -396,7 +399,7 @@ async def test_a_message_dripped_a_byte_a_second_ends_the_call_at_media_idle_s(
     limits = CallLimits(media_idle_s=2.0, close_wait=1.0)
     dripped = 0
     with trio.fail_after(60):
-        async with service(model, limits) as (_, host):
+        async with service(model, limits, front_door) as (_, host):
             async with raw_websocket(host) as (stream, ws):
                 before = [codec.encode(tw.Connected())]
                 if dripped_message == "media":

@@ -50,7 +50,7 @@ def ended(caplog: pytest.LogCaptureFixture, call_sid: str) -> list[str]:
 
 
 async def test_a_caller_that_stops_reading_ends_as_twilio_stalled(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, front_door: bool,
 ) -> None:
     caplog.set_level(logging.INFO, logger="callbridge.app")
     model = LocalRealtimeServer(default_reply_ms=60_000)  # the greeting goes on for a minute
@@ -58,7 +58,7 @@ async def test_a_caller_that_stops_reading_ends_as_twilio_stalled(
         async with trio.open_nursery() as model_nursery:
             port = await model_nursery.start(partial(serve_realtime_websocket, model))
             try:
-                await stall_one_call_of_two(caplog, model, port)
+                await stall_one_call_of_two(caplog, model, port, front_door)
             finally:
                 # The bridge is gone now, so are its model sockets: let the model's
                 # sessions see that (one cancelled mid-session waits for good for a
@@ -70,12 +70,12 @@ async def test_a_caller_that_stops_reading_ends_as_twilio_stalled(
 
 
 async def stall_one_call_of_two(
-    caplog: pytest.LogCaptureFixture, model: LocalRealtimeServer, port: int
+    caplog: pytest.LogCaptureFixture, model: LocalRealtimeServer, port: int, front_door: bool,
 ) -> None:
     app = create_app(
         Settings(openai_api_key="sk-test-not-a-key", openai_base_url=f"http://127.0.0.1:{port}/v1",
                  greeting="Say hello."),
-        limits=CallLimits(send_timeout=SEND_TIMEOUT))
+        limits=CallLimits(send_timeout=SEND_TIMEOUT), front_door=front_door)
     healthy = TwilioCaller(hangup_at=600.0, call_sid=HEALTHY_CALL,
                            stream_sid="MZ4EA17B1000000000000000000000002")
     healthy_done = trio.Event()
