@@ -66,6 +66,7 @@ from . import twilio as tw
 from ._bridge import Bridge, PendingTool
 from ._calldata import CallLimits, CallRefused, CallResult, CallStats, LiveCalls
 from ._errors import RemoteProtocolError
+from ._logs import CALL, CallTag
 from ._modelloop import ModelLoop
 from ._sockets import (
     BatchSocket,
@@ -157,6 +158,7 @@ class Call(ModelLoop):
         self._model_parked = False  # the model reader waits for Twilio to take audio
         self._model_unparked = -math.inf
         self._result: CallResult | None = None
+        self._tag = CallTag()  # who the call's log lines name
 
     # --- the handle --------------------------------------------------------------------
 
@@ -262,6 +264,8 @@ class Call(ModelLoop):
         if bridge.end_reason is not None:
             self._ended.set()
         elif bridge.start is not None and not self._started.is_set():
+            self._tag.call_sid = bridge.start.call_sid
+            self._tag.stream_sid = bridge.start.stream_sid
             self._started.set()
         if self._started.is_set() and not self._ended.is_set():
             self._push_twilio()
@@ -278,6 +282,7 @@ class Call(ModelLoop):
         self._wake()
 
     async def _run(self, task_status: trio.TaskStatus[Call]) -> CallResult:
+        CALL.set(self._tag)  # every task of the call logs as the call's (`_logs`)
         try:
             return await self._run_call(task_status)
         finally:

@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
             "listens on its own socket (SO_REUSEPORT), so calls spread evenly over workers. "
             "`hypercorn --worker-class trio callbridge.app:app` serves the same app through ASGI "
             "(slower). Messages are capped at 64 KiB, the drain is followed by a graceful timeout "
-            "of 10 s, and callbridge's log lines are shown by every worker."
+            "of 10 s, and callbridge's log lines are shown by every worker "
+            "(CALLBRIDGE_LOG_FORMAT=json: one JSON object per line, with the call's SIDs)."
         ),
     )
     serve.add_argument("--host", help="address to listen on (default: $HOST or 0.0.0.0)")
@@ -161,28 +162,14 @@ def _call(args: argparse.Namespace) -> int:
     return 0 if final == "completed" else 1
 
 
-def log_config(level: str) -> dict[str, object]:
-    """`logging.config.dictConfig` for callbridge's loggers, to stderr, formatted as
-    hypercorn's own lines (with the worker's process id)."""
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"callbridge": {
-            "format": "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s",
-            "datefmt": "[%Y-%m-%d %H:%M:%S %z]"}},
-        "handlers": {"callbridge": {"class": "logging.StreamHandler",
-                                    "formatter": "callbridge", "stream": "ext://sys.stderr"}},
-        "loggers": {"callbridge": {"level": level, "handlers": ["callbridge"],
-                                   "propagate": False}},
-    }
-
-
-def served_app(level: str) -> Any:
+def served_app(level: str, fmt: str = "text") -> Any:
     """`callbridge.app:app`, as each worker of `callbridge serve` loads it, with
-    callbridge's log lines configured first (a worker is a new process, spawned, and
-    hypercorn's own logging config is applied only after the app's startup), and the
-    front door installed (`callbridge._frontdoor`)."""
-    logging.config.dictConfig(log_config(level))
+    callbridge's log lines configured first (`callbridge._logs`: a worker is a new
+    process, spawned, and hypercorn's own logging config is applied only after the
+    app's startup), and the front door installed (`callbridge._frontdoor`)."""
+    from ._logs import log_config
+
+    logging.config.dictConfig(log_config(level, fmt))
     from .app import app
 
     app.front_door = True
@@ -255,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
 
     config = Config()
     # (hypercorn's `module:factory()`, called in each worker)
-    config.application_path = f"callbridge._cli:served_app({args.log_level.upper()!r})"
+    config.application_path = (f"callbridge._cli:served_app({args.log_level.upper()!r}, "
+                               f"{settings.log_format!r})")
     config.worker_class = "trio"
     config.workers = max(1, args.workers)
     config.bind = [f"{args.host or settings.host}:{args.port or settings.port}"]

@@ -40,12 +40,13 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
+import attrs
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from . import _drain, _frontdoor, _hypercorn_fix, signature, streamtoken, twiml
-from ._call import Call, CallLimits, LiveCalls, run_call
+from ._call import Call, CallLimits, CallResult, LiveCalls, run_call
 from ._guard import TwilioGuard
 from ._sockets import AsgiSocket, MessageSocket
 from .agent import Agent, AgentFactory, CallContext
@@ -253,6 +254,7 @@ class CallbridgeApp(QuartTrio):
         assert self.call_backend is not None
         guard = self.guard
         call: Call | None = None
+        began = trio.current_time()
         try:
             socket = await accept()
             try:
@@ -271,9 +273,7 @@ class CallbridgeApp(QuartTrio):
                 assert call is not None
                 result = call.result
                 assert result is not None
-                log.info("call %s ended: %s %s (%d frames in, %d chunks out, %d barge-ins)",
-                         result.call_sid, result.reason, result.detail, result.stats.frames_in,
-                         result.stats.chunks_out, result.stats.barge_ins)
+                _log_summary(result, trio.current_time() - began)
         finally:
             if call is None:
                 self._admitting -= 1
@@ -513,6 +513,21 @@ async def _agent_by_name(named: Mapping[str, Agent | AgentFactory],
         return agent
     chosen = agent(context)
     return await chosen if inspect.isawaitable(chosen) else chosen
+
+
+def _log_summary(result: CallResult, duration: float) -> None:
+    """The one line a call leaves when it is over (its counters as fields too, for
+    `CALLBRIDGE_LOG_FORMAT=json`)."""
+    stats = result.stats
+    log.info("call %s ended: %s %s (%.1f s; frames in %d, to the model %d, dropped %d; "
+             "audio chunks out %d; barge-ins %d, truncations %d; tool calls %d, failed %d; "
+             "model connections %d, errors %d)", result.call_sid, result.reason, result.detail,
+             duration, stats.frames_in, stats.frames_to_model, stats.frames_dropped,
+             stats.chunks_out, stats.barge_ins, stats.truncations, stats.tool_calls,
+             stats.tool_failures, stats.model_connections, stats.model_errors,
+             extra={"call_sid": result.call_sid or "", "stream_sid": result.stream_sid or "",
+                    "end_reason": str(result.reason), "end_detail": result.detail,
+                    "duration_s": round(duration, 3), **attrs.asdict(stats)})
 
 
 def _first(value: str | None) -> str:

@@ -195,6 +195,8 @@ class Settings:
     drain_s: float = 20.0
     #: `CALLBRIDGE_DRAIN_LINE`: what the agent says, in full, to end those calls
     drain_line: str = DEFAULT_DRAIN_LINE
+    #: `CALLBRIDGE_LOG_FORMAT`: `callbridge serve`'s log lines, "text" or "json"
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -222,6 +224,9 @@ class Settings:
 
         TwilioCredentials.from_env(env)  # credentials set half-way stop startup here too
         _url(env, "CALLBRIDGE_TWILIO_API_URL", None, {"http", "https"})
+        log_format = env.get("CALLBRIDGE_LOG_FORMAT", "text").strip().lower() or "text"
+        if log_format not in ("text", "json"):
+            raise ConfigError(f"CALLBRIDGE_LOG_FORMAT={log_format!r}: expected text or json")
         return cls(
             openai_api_key=key,
             openai_base_url=base_url,
@@ -242,6 +247,7 @@ class Settings:
             busy_line=_line(env, "CALLBRIDGE_BUSY_LINE", DEFAULT_BUSY_LINE),
             drain_s=_seconds(env, "CALLBRIDGE_DRAIN_S", 20.0),
             drain_line=_line(env, "CALLBRIDGE_DRAIN_LINE", DEFAULT_DRAIN_LINE),
+            log_format=log_format,
         )
 
     @property
