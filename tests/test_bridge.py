@@ -638,3 +638,19 @@ def test_an_on_dtmf_that_raises_is_logged_and_the_call_goes_on(
         bridge.receive_twilio(dtmf(digit), 100.0)
     assert not bridge.ended
     assert "on_dtmf('1#') raised" in caplog.text and "the PIN service is down" in caplog.text
+
+
+def test_the_models_token_usage_is_summed_over_its_responses() -> None:
+    bridge = talking()
+    usage = {"total_tokens": 300, "input_tokens": 200, "output_tokens": 100,
+             "input_token_details": {"text_tokens": 50, "audio_tokens": 150,
+                                     "cached_tokens": 64},
+             "output_token_details": {"text_tokens": 20, "audio_tokens": 80}}
+    for response, reported in [("r1", usage), ("r2", usage), ("r3", None),
+                               ("r4", {"input_tokens": "many", "output_tokens": -1})]:
+        bridge.receive_model(rt.ResponseCreated(response={"id": response}), 100.0)
+        bridge.receive_model(rt.ResponseDone(response={"id": response, "status": "completed",
+                                                       "usage": reported}), 100.0)
+    stats = bridge.stats
+    assert (stats.input_tokens, stats.input_audio_tokens, stats.cached_input_tokens,
+            stats.output_tokens, stats.output_audio_tokens) == (400, 300, 128, 200, 160)

@@ -84,16 +84,19 @@ def test_text_lines_end_with_the_call_and_json_lines_carry_the_summary(
 
     out = io.StringIO()
     configure("json", out)
-    stats = CallStats(frames_in=500, barge_ins=2, tool_calls=1, tool_failures=1)
+    stats = CallStats(frames_in=500, barge_ins=2, tool_calls=1, tool_failures=1,
+                      input_tokens=900, output_tokens=400)
     _log_summary(CallResult(reason=EndReason.CALLER_HANGUP, call_sid="CA2",
                             stream_sid="MZ2", stats=stats), 10.04)
     [summary] = [json.loads(line) for line in out.getvalue().splitlines()]
     assert summary["message"].startswith("call CA2 ended: caller_hangup  (10.0 s; frames in 500")
+    assert "tokens in 900 (audio 0, cached 0), out 400 (audio 0)" in summary["message"]
     assert {k: summary[k] for k in ("call_sid", "stream_sid", "end_reason", "duration_s",
-                                    "frames_in", "barge_ins", "tool_calls", "tool_failures")
+                                    "frames_in", "barge_ins", "tool_calls", "tool_failures",
+                                    "input_tokens", "output_tokens")
             } == {"call_sid": "CA2", "stream_sid": "MZ2", "end_reason": "caller_hangup",
                   "duration_s": 10.04, "frames_in": 500, "barge_ins": 2, "tool_calls": 1,
-                  "tool_failures": 1}
+                  "tool_failures": 1, "input_tokens": 900, "output_tokens": 400}
 
 
 def test_the_log_format_is_text_or_json() -> None:

@@ -404,6 +404,7 @@ class Bridge:
             self.playback.response_done(event.response_id)
             self._tripped.discard(event.response_id)
             self.playout.pause()
+            self.stats.add_usage(event.response.get("usage"))
             self._emit(ev.ResponseDone, now, response_id=event.response_id, status=event.status)
         elif isinstance(event, rt.FunctionCallArgumentsDone):
             self._function_call(event, now)

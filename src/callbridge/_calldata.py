@@ -96,6 +96,31 @@ class CallStats:
     tool_failures: int = 0
     guardrail_trips: int = 0
     idle_prompts: int = 0
+    #: the model's token counts, summed over its responses (`response.done`'s usage)
+    input_tokens: int = 0
+    input_audio_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    output_audio_tokens: int = 0
+
+    def add_usage(self, usage: object) -> None:
+        """Count one `response.done`'s `usage`; what is missing or not a count is
+        skipped (a cancelled response may report none)."""
+        if not isinstance(usage, Mapping):
+            return
+        given = usage.get("input_token_details")
+        details_in = given if isinstance(given, Mapping) else {}
+        given = usage.get("output_token_details")
+        details_out = given if isinstance(given, Mapping) else {}
+        self.input_tokens += _count(usage.get("input_tokens"))
+        self.input_audio_tokens += _count(details_in.get("audio_tokens"))
+        self.cached_input_tokens += _count(details_in.get("cached_tokens"))
+        self.output_tokens += _count(usage.get("output_tokens"))
+        self.output_audio_tokens += _count(details_out.get("audio_tokens"))
+
+
+def _count(value: object) -> int:
+    return value if type(value) is int and value >= 0 else 0
 
 
 @attrs.frozen(kw_only=True)

@@ -521,10 +521,13 @@ def _log_summary(result: CallResult, duration: float) -> None:
     stats = result.stats
     log.info("call %s ended: %s %s (%.1f s; frames in %d, to the model %d, dropped %d; "
              "audio chunks out %d; barge-ins %d, truncations %d; tool calls %d, failed %d; "
-             "model connections %d, errors %d)", result.call_sid, result.reason, result.detail,
+             "model connections %d, errors %d; tokens in %d (audio %d, cached %d), out %d "
+             "(audio %d))", result.call_sid, result.reason, result.detail,
              duration, stats.frames_in, stats.frames_to_model, stats.frames_dropped,
              stats.chunks_out, stats.barge_ins, stats.truncations, stats.tool_calls,
              stats.tool_failures, stats.model_connections, stats.model_errors,
+             stats.input_tokens, stats.input_audio_tokens, stats.cached_input_tokens,
+             stats.output_tokens, stats.output_audio_tokens,
              extra={"call_sid": result.call_sid or "", "stream_sid": result.stream_sid or "",
                     "end_reason": str(result.reason), "end_detail": result.detail,
                     "duration_s": round(duration, 3), **attrs.asdict(stats)})
