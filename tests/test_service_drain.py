@@ -278,7 +278,7 @@ async def test_sigterm_drains_two_workers_and_every_caller_hears_the_goodbye(
         mine = [line.split("callbridge.app: ", 1)[1] for line in log.splitlines()
                 if f"[{pid}] " in line and "callbridge.app: " in line]
         steps = [s for s in mine if s.startswith(("draining (", "drain"))]
-        assert steps[0].startswith(("draining (SIGTERM)", "draining (hypercorn's main process")
+        assert steps[0].startswith(("draining (SIGTERM)", "draining (the main process")
                                    ), mine
         assert steps[-2].startswith("drained in ") and steps[-1] == (
             "drained: hypercorn's own shutdown begins"), mine
@@ -330,7 +330,7 @@ async def test_callbridge_serve_shows_every_workers_lines_and_drains_on_sigterm(
         mine = [line.split("callbridge.app: ", 1)[1] for line in log.splitlines()
                 if f"[{pid}] [INFO] callbridge.app: " in line]
         # (the main process's event, or its SIGTERM once the other worker exited)
-        assert re.fullmatch(r"draining \((SIGTERM|hypercorn's main process is shutting down "
+        assert re.fullmatch(r"draining \((SIGTERM|the main process is shutting down "
                             r"\(SIGTERM or SIGINT\))\): live calls: 0; new calls are turned "
                             r"away, GET /ready answers 503; the live calls may go on for 20 s",
                             mine[-3]), log

@@ -95,7 +95,7 @@ def hook_hypercorn_shutdown() -> bool:
                   and trigger.func is check_multiprocess_shutdown_event)
         if worker:
             _drain_on_sigterm(apps)
-        why = ("hypercorn's main process is shutting down (SIGTERM or SIGINT)" if worker
+        why = ("the main process is shutting down (SIGTERM or SIGINT)" if worker
                else "the server's shutdown trigger")
         await _asked(trigger, apps, why)
         try:
