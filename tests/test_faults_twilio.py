@@ -268,6 +268,18 @@ async def raw_websocket(host: str) -> AsyncIterator[tuple[trio.SocketStream, WSC
         yield stream, ws
 
 
+async def closing(stream: trio.SocketStream, ws: WSConnection) -> list[CloseConnection]:
+    """Read until the server's close frame (which it returns) or the connection's end."""
+    try:
+        while data := await stream.receive_some():
+            ws.receive_data(bytes(data))
+            if close := [e for e in ws.events() if isinstance(e, CloseConnection)]:
+                return close
+    except trio.BrokenResourceError:
+        pass
+    return []
+
+
 async def until(check: Any) -> None:
     """Poll `check()` (a log line, a session's close: nothing to wait on)."""
     while not check():  # noqa: ASYNC110 - polled: no event to wait on for these
@@ -334,12 +346,7 @@ async def test_callbridge_serve_refuses_a_1_mib_frame_as_it_streams_in(tmp_path:
                     await stream.send_all(frame[:2 * MAX_TWILIO_MESSAGE])
                 except trio.BrokenResourceError:
                     pass  # refused while it was still being sent
-                try:
-                    while not close and (data := await stream.receive_some()):
-                        ws.receive_data(bytes(data))
-                        close += [e for e in ws.events() if isinstance(e, CloseConnection)]
-                except trio.BrokenResourceError:
-                    pass
+                close += await closing(stream, ws)
     assert [c.code for c in close] == [1009]
 
 
@@ -423,12 +430,7 @@ async def test_a_message_dripped_a_byte_a_second_ends_the_call_at_media_idle_s(
                             await trio.sleep(1.0)
 
                     nursery.start_soon(drip)
-                    try:
-                        while not close and (data := await stream.receive_some()):
-                            ws.receive_data(bytes(data))
-                            close += [e for e in ws.events() if isinstance(e, CloseConnection)]
-                    except trio.BrokenResourceError:
-                        pass
+                    close += await closing(stream, ws)
                     nursery.cancel_scope.cancel()
             sid = call_sid if dripped_message == "media" else "None"  # no `start`: no SID
             await until(lambda: ended(caplog, sid))
