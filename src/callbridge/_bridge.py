@@ -73,7 +73,7 @@ from ._history import History
 from ._inbound import CallerAudio
 from ._payload import base64_size, silence, whole_ms
 from ._playback import Interruption, Playback
-from ._playout import Playout, Sent
+from ._playout import AudioOut, Playout, Sent
 from .agent import Agent, CallContext
 from .events import EndReason, MarkOutcome
 
@@ -343,11 +343,14 @@ class Bridge:
     def sent_to_twilio(self, now: float) -> None:
         """The messages from `next_to_twilio` are on their way."""
         sent = self.playout.sent(now)
-        if sent is Sent.CLEAR:
-            self._emit(ev.Clear, now)
-        elif type(sent) is int:
+        if type(sent) is AudioOut:
             self.stats.chunks_out += 1
-            self.stats.bytes_out += sent
+            self.stats.bytes_out += sent.end - sent.start
+            if self._on_event is not None:
+                self._emit(ev.AgentAudio, now, item_id=sent.item_id, payload=sent.payload,
+                           nbytes=sent.end - sent.start, received=sent.received)
+        elif sent is Sent.CLEAR:
+            self._emit(ev.Clear, now)
 
     @property
     def _stream_sid(self) -> str:
@@ -444,7 +447,7 @@ class Bridge:
             self.stats.stale_deltas += 1
         else:
             self._spoken = True
-            self.playout.audio(event.item_id, end - size, end, payload)
+            self.playout.audio(event.item_id, end - size, end, payload, now)
 
     def _barge_in(self, now: float) -> None:
         decision = self._cut_off(now)
@@ -463,7 +466,8 @@ class Bridge:
             self.history.truncated(decision.truncate.item_id, decision.truncate.audio_end_ms,
                                    decision.produced_ms or 0)
             self._emit(ev.Truncate, now, item_id=decision.truncate.item_id,
-                       audio_end_ms=decision.truncate.audio_end_ms)
+                       audio_end_ms=decision.truncate.audio_end_ms,
+                       produced_ms=decision.produced_ms or 0)
         return decision
 
     # --- the agent: tools, handoffs, guardrails, MCP approvals -------------------------

@@ -28,16 +28,18 @@ from . import twilio as tw
 from ._payload import join_base64
 from ._playback import Interruption, Playback
 
-__all__ = ["Playout", "Sent"]
+__all__ = ["AudioOut", "Playout", "Sent"]
 
 
-class _Audio(NamedTuple):
-    """Bytes [start, end) of an agent item's audio, base64, on its way to Twilio."""
+class AudioOut(NamedTuple):
+    """Bytes [start, end) of an agent item's audio, base64, on its way to Twilio;
+    `received`: when (the first of) its chunk(s) came from the model."""
 
     item_id: str
     start: int
     end: int
     payload: str
+    received: float
 
 
 class _Cue(enum.Enum):
@@ -53,7 +55,7 @@ class _Sending(NamedTuple):
     """What the Twilio writer is sending now, and in which playback generation."""
 
     generation: int
-    what: _Audio | _Cue
+    what: AudioOut | _Cue
     mark: str | None
 
 
@@ -71,7 +73,7 @@ class Playout:
 
     def __init__(self, playback: Playback, *, limit: int, coalesce_bytes: int) -> None:
         self.playback = playback
-        self._queue: deque[_Audio | _Cue] = deque()
+        self._queue: deque[AudioOut | _Cue] = deque()
         self._limit = limit
         self._coalesce = coalesce_bytes
         self._sending: _Sending | None = None
@@ -84,10 +86,10 @@ class Playout:
     @property
     def playing(self) -> bool:
         """Audio is queued here, or sent and not confirmed played."""
-        return self.playback.outstanding or any(type(e) is _Audio for e in self._queue)
+        return self.playback.outstanding or any(type(e) is AudioOut for e in self._queue)
 
-    def audio(self, item_id: str, start: int, end: int, payload: str) -> None:
-        self._queue.append(_Audio(item_id, start, end, payload))
+    def audio(self, item_id: str, start: int, end: int, payload: str, now: float) -> None:
+        self._queue.append(AudioOut(item_id, start, end, payload, now))
 
     def pause(self) -> None:
         """The model's audio paused (an item or a response ended): mark the tail."""
@@ -107,18 +109,18 @@ class Playout:
                 if mark is not None:
                     return self._send(head, mark, [tw.Mark(stream_sid=stream_sid, name=mark)])
                 continue
-            assert isinstance(head, _Audio)
+            assert isinstance(head, AudioOut)
             return self._send_audio(head, stream_sid)
         return None
 
-    def _send_audio(self, first: _Audio, stream_sid: str) -> list[str]:
+    def _send_audio(self, first: AudioOut, stream_sid: str) -> list[str]:
         # behind Twilio: merge this item's chunks that queued up meanwhile
-        item_id, start, end, payload = first
+        item_id, start, end, payload, received = first
         queue, limit = self._queue, self._coalesce
         payloads = None
         while end - start < limit and queue:
             chunk = queue[0]
-            if (type(chunk) is not _Audio or chunk.item_id != item_id or chunk.start != end
+            if (type(chunk) is not AudioOut or chunk.item_id != item_id or chunk.start != end
                     or chunk.end - start > limit):
                 break
             queue.popleft()
@@ -131,16 +133,16 @@ class Playout:
         messages: list[tw.Media | tw.Mark] = [tw.Media(stream_sid=stream_sid, payload=payload)]
         if mark is not None:
             messages.append(tw.Mark(stream_sid=stream_sid, name=mark))
-        return self._send(_Audio(item_id, start, end, payload), mark, messages)
+        return self._send(AudioOut(item_id, start, end, payload, received), mark, messages)
 
-    def _send(self, what: _Audio | _Cue, mark: str | None,
+    def _send(self, what: AudioOut | _Cue, mark: str | None,
               messages: list[tw.Media | tw.Mark] | list[tw.Clear] | list[tw.Mark]) -> list[str]:
         self._sending = _Sending(self.playback.generation, what, mark)
         return [codec.encode(message) for message in messages]
 
-    def sent(self, now: float) -> int | Sent:
-        """The messages from `next` are on their way: the bytes of audio they carried,
-        or what they were instead."""
+    def sent(self, now: float) -> AudioOut | Sent:
+        """The messages from `next` are on their way: the audio they carried, or what
+        they were instead."""
         sending, self._sending = self._sending, None
         assert sending is not None, "sent() without next()"
         what = sending.what
@@ -152,15 +154,15 @@ class Playout:
             assert sending.mark is not None
             self.playback.tail_marked(sending.mark)
             return Sent.MARK
-        assert isinstance(what, _Audio)
+        assert isinstance(what, AudioOut)
         self.playback.sent(what.item_id, what.start, what.end, sending.mark, now)
-        return what.end - what.start
+        return what
 
     def interrupt(self, now: float, *, cancel: bool = False) -> Interruption:
         """Start a new playback generation: drop the queued audio, and queue a `clear`
         if anything may still be playing (or about to)."""
         sending = self._sending
-        audio_in_flight = sending is not None and isinstance(sending.what, _Audio)
+        audio_in_flight = sending is not None and isinstance(sending.what, AudioOut)
         clear_queued = _Cue.CLEAR in self._queue
         decision = self.playback.interrupt(now, sending=audio_in_flight, cancel=cancel)
         self._queue.clear()

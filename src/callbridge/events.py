@@ -23,6 +23,7 @@ import attrs
 from . import realtime as rt
 
 __all__ = [
+    "AgentAudio",
     "AgentTranscript",
     "CallEvent",
     "CallerTranscript",
@@ -106,6 +107,7 @@ class EventKind(enum.StrEnum):
     RESPONSE_DONE = "response_done"
     AGENT_TRANSCRIPT = "agent_transcript"
     CALLER_TRANSCRIPT = "caller_transcript"
+    AGENT_AUDIO = "agent_audio"
     CLEAR = "clear"
     TRUNCATE = "truncate"
     CANCEL = "cancel"
@@ -204,6 +206,20 @@ class CallerTranscript(CallEvent):
 
 
 @attrs.frozen(kw_only=True)
+class AgentAudio(CallEvent):
+    """Some of the agent's audio went to Twilio (one `media` message): the caller
+    hears it from now, or after what was sent before it has played."""
+
+    kind = EventKind.AGENT_AUDIO
+    item_id: str
+    #: as sent: base64 of `nbytes` bytes of μ-law at 8 kHz (8 bytes a ms)
+    payload: str
+    nbytes: int
+    #: call clock: when (the first of) its chunk(s) came from the model
+    received: float
+
+
+@attrs.frozen(kw_only=True)
 class Clear(CallEvent):
     """We told Twilio to drop the audio it had queued (barge-in)."""
 
@@ -216,7 +232,10 @@ class Truncate(CallEvent):
 
     kind = EventKind.TRUNCATE
     item_id: str
+    #: what the caller heard of the item
     audio_end_ms: int
+    #: how much audio the model had produced for it by then
+    produced_ms: int
 
 
 @attrs.frozen(kw_only=True)
