@@ -359,8 +359,9 @@ class Bridge:
 
     # --- from the model ----------------------------------------------------------------
 
-    def model_connected(self, now: float) -> None:
-        """A model connection opened (the first, or one taking over from another)."""
+    def model_connected(self, now: float, why: str = "") -> None:
+        """A model connection opened (the first, or one taking over from another:
+        `why` says why, for the `ModelConnected` event)."""
         agent = self.agent
         assert agent is not None, "model_connected() before the agent is known"
         self.stats.model_connections += 1
@@ -375,7 +376,8 @@ class Bridge:
             self.playout.interrupt(now)  # as at a barge-in, minus its events
             self._control.extend(self.history.restore())  # the conversation so far
         self._control.extend(self.conversation.send_waiting())
-        self._emit(ev.ModelConnected, now, connection=self.stats.model_connections)
+        self._emit(ev.ModelConnected, now, connection=self.stats.model_connections,
+                   why=why or ("first" if first else "reconnect"))
         self._settle(now)
 
     def receive_model(self, event: rt.ServerEvent, now: float) -> None:

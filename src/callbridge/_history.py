@@ -28,7 +28,7 @@ from typing import Any
 
 from . import realtime as rt
 
-__all__ = ["History"]
+__all__ = ["History", "cut_text", "heard_share"]
 
 #: what the newest entries may hold, in characters of text
 MAX_CHARS = 20_000
@@ -56,18 +56,18 @@ class History:
         self._words.pop(item_id, None)
         cut = self._cuts.pop(item_id, None)
         if cut is not None:
-            transcript = transcript[: round(len(transcript) * cut)]
+            transcript = cut_text(transcript, cut)
         if transcript:
             self._add({"id": item_id, "type": "message", "role": "assistant",
                        "content": [{"type": "output_text", "text": transcript}]})
 
     def truncated(self, item_id: str, heard_ms: int, produced_ms: int) -> None:
         """The caller heard `heard_ms` of the item's `produced_ms` of audio."""
-        share = 0.0 if produced_ms <= 0 else min(1.0, heard_ms / produced_ms)
+        share = heard_share(heard_ms, produced_ms)
         for entry in reversed(self._entries):  # its transcript may be in already
             if entry.get("role") == "assistant" and entry.get("id") == item_id:
                 content = entry["content"][0]
-                content["text"] = content["text"][: round(len(content["text"]) * share)]
+                content["text"] = cut_text(content["text"], share)
                 return
         self._cuts[item_id] = share
 
@@ -109,6 +109,17 @@ class History:
         while self._chars > self.max_chars and len(self._entries) > 1:
             self._chars -= _size(self._entries.popleft())
             self._dropped = True
+
+
+def heard_share(heard_ms: int, produced_ms: int) -> float:
+    """The share of an item's audio the caller heard (a truncation)."""
+    return 0.0 if produced_ms <= 0 else min(1.0, heard_ms / produced_ms)
+
+
+def cut_text(transcript: str, share: float) -> str:
+    """The words of a transcript the caller heard, `share` of its audio: the words
+    are taken as spread evenly over the audio."""
+    return transcript[: round(len(transcript) * share)]
 
 
 def _size(item: dict[str, Any]) -> int:

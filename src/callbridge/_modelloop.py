@@ -89,12 +89,13 @@ class ModelLoop:
         budget = self.limits.model_connect_budget
         outage: float | None = None  # since when no connection would open
         failures = 0  # attempts of this outage that failed
+        why = "first"  # why the next connection opens (`ModelConnected.why`)
         while not bridge.ended:
             self._replacing = False
             began, connections = trio.current_time(), bridge.stats.model_connections
             left = budget if outage is None else budget - (began - outage)
             try:
-                await self._model_session(bridge.agent.model, left)
+                await self._model_session(bridge.agent.model, left, why)
             except* (ModelConnectError, SocketClosed, OSError) as group:
                 log.warning("model connection: %s", group.exceptions[0])
                 refused = [e for e in group.exceptions
@@ -105,7 +106,9 @@ class ModelLoop:
             if bridge.ended:
                 return
             if self._replacing:
-                continue  # a rotation: the next session at once
+                why = "rotation"
+                continue  # the next session at once
+            why = "reconnect" if bridge.stats.model_connections else "first"
             now = trio.current_time()
             if connected:  # lost mid-call: reconnect; the caller stays on the line
                 log.warning("call %s: the model connection was lost: reconnecting",
@@ -122,16 +125,17 @@ class ModelLoop:
             failures += 1
             await trio.sleep(min(0.25 * 2 ** (failures - 1), 2.0, outage + budget - now))
 
-    async def _model_session(self, model_name: str, within: float) -> None:
+    async def _model_session(self, model_name: str, within: float, why: str) -> None:
         """One model connection, from its connect (given `within` seconds) to its end;
-        the conversation goes on across connections."""
+        the conversation goes on across connections. `why` it opens: `first`,
+        `reconnect`, `rotation`."""
         bridge = self._bridge
         # one scope around the whole connection (a connection may hold a nursery, which
         # must close inside it): its deadline bounds the connect, then is lifted
         with trio.CancelScope(deadline=trio.current_time() + max(within, 0.0)) as scope:
             async with self._backend.connect(model_name) as model:
                 scope.deadline = math.inf
-                bridge.model_connected(trio.current_time())
+                bridge.model_connected(trio.current_time(), why)
                 self._wake()
                 async with trio.open_nursery() as link:
                     self._model_link = link.cancel_scope

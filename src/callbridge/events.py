@@ -157,6 +157,8 @@ class ModelConnected(CallEvent):
 
     kind = EventKind.MODEL_CONNECTED
     connection: int
+    #: `first`, `reconnect` (the last one was lost), `rotation` (it grew old)
+    why: str = "first"
 
 
 @attrs.frozen(kw_only=True)
