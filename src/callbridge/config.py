@@ -90,6 +90,42 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _bind(env: Mapping[str, str], name: str) -> tuple[str, int] | None:
+    """`host:port` (`[::1]:9090` for IPv6), or unset."""
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):([0-9]{1,5})", text)
+    if match is None or not 0 < int(match[2]) < 65536:
+        raise ConfigError(f"{name}={text!r}: expected host:port, e.g. 127.0.0.1:9090")
+    return match[1].strip("[]"), int(match[2])
+
+
+def _db(env: Mapping[str, str], name: str) -> str | None:
+    """A SQLite file, a `postgresql://` URL, or `off` (None)."""
+    text = env.get(name, "").strip() or "callbridge.db"
+    if text.lower() == "off":
+        return None
+    if "://" in text and not text.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{name}={text!r}: expected a SQLite file, a postgresql:// URL, "
+                          "or off")
+    return text
+
+
+def _days(env: Mapping[str, str], name: str, default: float) -> float | None:
+    """A number of days, more than 0; 0: None (forever)."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{name}={text!r}: expected a number of days (0: keep forever)")
+    return value or None
+
+
 def _line(env: Mapping[str, str], name: str, default: str) -> str:
     """A line for `<Say>` or the agent: empty or unset is `default`."""
     line = env.get(name, "").strip() or default
@@ -159,6 +195,13 @@ class Settings:
     | `CALLBRIDGE_BUSY_LINE` | what a caller turned away hears (over the limit, or shutting down) |
     | `CALLBRIDGE_DRAIN_S` | on shutdown, how long live calls may go on (default 20) |
     | `CALLBRIDGE_DRAIN_LINE` | what the agent says to the calls still live after that |
+    | `CALLBRIDGE_LOG_FORMAT` | `text` (default) or `json`: one JSON object per log line |
+    | `CALLBRIDGE_DEBUG_CALLS` | CallSids (comma-separated) whose raw frames are logged |
+    | `CALLBRIDGE_METRICS_TOKEN` | `/metrics` answers requests bearing it (unset: 404) |
+    | `CALLBRIDGE_METRICS_BIND` | `host:port`: serve `/metrics` there instead, to anyone |
+    | `CALLBRIDGE_DB` | call records: a SQLite file (default `callbridge.db`), a `postgresql://` URL, or `off` |
+    | `CALLBRIDGE_RETENTION_DAYS` | records and recordings older than this are deleted (default 30; 0: kept) |
+    | `CALLBRIDGE_RECORD_DIR` | record each call to a stereo WAV here (unset: no recordings) |
 
     With `CALLBRIDGE_AGENT` set, the model, voice, instructions and greeting variables
     are unused: the agent says them. `from_env()` reads the process environment, after
@@ -197,6 +240,21 @@ class Settings:
     drain_line: str = DEFAULT_DRAIN_LINE
     #: `CALLBRIDGE_LOG_FORMAT`: `callbridge serve`'s log lines, "text" or "json"
     log_format: str = "text"
+    #: `CALLBRIDGE_DEBUG_CALLS`: the calls (CallSids) whose raw frames are logged; a
+    #: call whose stream has the `<Parameter>` `callbridge_debug` set to 1 is too
+    debug_calls: frozenset[str] = frozenset()
+    #: `CALLBRIDGE_METRICS_TOKEN`: `/metrics` answers only `Authorization: Bearer` it
+    metrics_token: str | None = attrs.field(default=None, repr=False)
+    #: `CALLBRIDGE_METRICS_BIND`: (host, port) where `/metrics` is served on its own
+    metrics_bind: tuple[str, int] | None = None
+    #: `CALLBRIDGE_DB`: where call records go (a SQLite path or a `postgresql://` URL);
+    #: None: nowhere. From the environment the default is `callbridge.db`; `off` is None
+    db: str | None = None
+    #: `CALLBRIDGE_RETENTION_DAYS`: records and recordings older than this are deleted
+    #: (None: kept)
+    retention_days: float | None = 30.0
+    #: `CALLBRIDGE_RECORD_DIR`: one stereo WAV per call goes here (None: no recordings)
+    record_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -248,6 +306,13 @@ class Settings:
             drain_s=_seconds(env, "CALLBRIDGE_DRAIN_S", 20.0),
             drain_line=_line(env, "CALLBRIDGE_DRAIN_LINE", DEFAULT_DRAIN_LINE),
             log_format=log_format,
+            debug_calls=frozenset(_names(env, "CALLBRIDGE_DEBUG_CALLS")),
+            metrics_token=env.get("CALLBRIDGE_METRICS_TOKEN", "").strip() or None,
+            metrics_bind=_bind(env, "CALLBRIDGE_METRICS_BIND"),
+            db=_db(env, "CALLBRIDGE_DB"),
+            retention_days=_days(env, "CALLBRIDGE_RETENTION_DAYS", 30.0),
+            record_dir=Path(env["CALLBRIDGE_RECORD_DIR"].strip())
+            if env.get("CALLBRIDGE_RECORD_DIR", "").strip() else None,
         )
 
     @property
