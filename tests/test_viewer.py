@@ -20,15 +20,18 @@ import re
 import signal
 import struct
 import subprocess
+import sys
 import wave
 import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from trio_websocket import WebSocketConnection, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from callbridge._viewer import render_html
 from callbridge.records import CallRecord, Moment, Turn
@@ -247,6 +250,11 @@ def test_empty_record() -> None:
                                   end_reason="model_failed"))
     assert 'id="timeline"' in page and "Nobody spoke." in page and "No moments." in page
     assert count(page, "turn") == 0
+    odd = CallRecord(stream_sid="", call_sid="", started_at=1e300, duration_s=-1,
+                     end_reason="", turns=(Turn(speaker="agent", start_ms=-5, end_ms=-9),),
+                     timeline=(Moment(t_ms=-1, kind="", summary="",
+                                      data={"reaction_ms": "x", "duration_ms": None}),))
+    assert "1e+300" in render_html(odd)
 
 
 def test_long_call_stays_bounded() -> None:
@@ -361,7 +369,8 @@ async def open_chromium(profile: Path, log: Path) -> tuple[trio.Process, str]:
              "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
              f"--user-data-dir={profile}", "--no-first-run", "--no-default-browser-check",
              "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--disable-extensions", "--window-size=1200,1600",
+             "--disable-sync", "--disable-extensions", "--disable-dev-shm-usage",
+             "--window-size=1200,1600",
              "about:blank"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
     # Chromium writes its port and browser endpoint's path here once it listens
@@ -379,11 +388,13 @@ async def open_chromium(profile: Path, log: Path) -> tuple[trio.Process, str]:
     return process, f"ws://127.0.0.1:{port}{path}"
 
 
-async def close_chromium(process: trio.Process) -> None:
-    with trio.CancelScope(shield=True), trio.move_on_after(STEP_TIMEOUT):
-        if process.poll() is None:
+async def close_chromium(process: trio.Process, *, asked: bool) -> None:
+    """Wait for Chromium to exit when it was asked to (`Browser.close`); kill it, with
+    the renderers and helpers of its session, when it was not or did not."""
+    if asked:
+        with trio.CancelScope(shield=True), trio.move_on_after(STEP_TIMEOUT):
             await process.wait()
-    if process.poll() is None:  # its whole session: the renderers and helpers too
+    if process.poll() is None:  # not yet reaped, so its process group is still ours
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -392,14 +403,15 @@ async def close_chromium(process: trio.Process) -> None:
             await process.wait()
 
 
-@pytest.mark.slow
-async def test_page_renders_in_chromium_without_network(tmp_path: Path) -> None:
-    wav = sample_wav(1.0)
+@asynccontextmanager
+async def chromium_page(tmp_path: Path, page: str, *, bypass_csp: bool
+                        ) -> AsyncIterator[tuple[DevTools, str]]:
+    """`page` loaded from a file in a fresh headless Chromium, 1200x1600: the DevTools
+    client (its events kept from the navigation on) and the page's session."""
     page_file = tmp_path / "call.html"
-    await trio.Path(page_file).write_text(render_html(sample_record(caller_text=HOSTILE), wav),
-                                          encoding="utf-8")
-    page_url = page_file.as_uri()
+    await trio.Path(page_file).write_text(page, encoding="utf-8")
     process, browser_url = await open_chromium(tmp_path / "profile", tmp_path / "chromium.log")
+    asked = False
     try:
         async with open_websocket_url(browser_url, max_message_size=64 * 1024 * 1024) as ws:
             devtools = DevTools(ws)
@@ -407,69 +419,124 @@ async def test_page_renders_in_chromium_without_network(tmp_path: Path) -> None:
             attached = await devtools.call("Target.attachToTarget",
                                            targetId=target["targetId"], flatten=True)
             session = attached["sessionId"]
-            for domain in ("Page", "Network", "Runtime"):
+            for domain in ("Page", "Network", "Runtime", "Log"):
                 await devtools.call(f"{domain}.enable", session)
-            # every request the page makes is seen, even those its policy would block
-            await devtools.call("Page.setBypassCSP", session, enabled=True)
+            if bypass_csp:  # every request the page makes is seen, even those it forbids
+                await devtools.call("Page.setBypassCSP", session, enabled=True)
             await devtools.call("Emulation.setDeviceMetricsOverride", session, width=1200,
                                 height=1600, deviceScaleFactor=1, mobile=False)
             devtools.events.clear()
-            await devtools.call("Page.navigate", session, url=page_url)
+            await devtools.call("Page.navigate", session, url=page_file.as_uri())
             await devtools.event("Page.loadEventFired")
-            # the recording decodes: its length, from its metadata
-            duration = await devtools.js(session, """new Promise(done => {
-                const a = document.getElementById('player');
-                if (a.readyState >= 1) done(a.duration);
-                a.addEventListener('loadedmetadata', () => done(a.duration));
-                a.addEventListener('error', () => done('error ' + a.error.code));
-                a.load();
-            })""")
-            assert duration == pytest.approx(1.0, abs=0.01)
-            found = await devtools.js(session, """(() => {
-                const n = s => document.querySelectorAll(s).length;
-                const box = document.getElementById('timeline').getBoundingClientRect();
-                const bars = [...document.querySelectorAll('#timeline rect.turn')].map(r => {
-                    const b = r.getBoundingClientRect();
-                    return {cls: r.getAttribute('class'), x: b.x + b.width / 2,
-                            y: b.y + b.height / 2, width: b.width, height: b.height};
-                });
-                return {turns: n('#timeline .turn'), caller: n('#timeline rect.turn.caller'),
-                        agent: n('#timeline rect.turn.agent'),
-                        bargeIns: n('#timeline .barge-in'), tools: n('#timeline .tool-call'),
-                        dtmf: n('#timeline .dtmf'), scripts: n('script'),
-                        pwned: window.pwned === undefined ? null : window.pwned,
-                        box: {x: box.x, y: box.y, width: box.width, height: box.height},
-                        bars: bars};
-            })()""")
-            assert found["caller"] == 2 and found["agent"] == 2
-            assert found["turns"] == 8  # the groups and their bars
-            assert (found["bargeIns"], found["tools"], found["dtmf"]) == (1, 2, 1)
-            assert found["scripts"] == 1 and found["pwned"] is None
-            box = found["box"]
-            assert box["width"] > 500 and box["height"] > 100
-            assert all(b["width"] > 0 and b["height"] > 0 for b in found["bars"])
-
-            shot = await devtools.call("Page.captureScreenshot", session, format="png")
-            full = base64.b64decode(shot["data"])
-            await trio.Path(tmp_path / "call.png").write_bytes(full)
-            assert full[:8] == b"\x89PNG\r\n\x1a\n"
-            assert struct.unpack(">II", full[16:24]) == (1200, 1600)
-            clip = {"x": box["x"], "y": box["y"], "width": box["width"],
-                    "height": box["height"], "scale": 1}
-            shot = await devtools.call("Page.captureScreenshot", session, format="png",
-                                       clip=clip)
-            rows = png_rows(base64.b64decode(shot["data"]))
-            assert len({pixel for row in rows for pixel in row}) >= 8, "a blank timeline"
-            for bar in found["bars"]:
-                pixel = rows[round(bar["y"] - box["y"])][round(bar["x"] - box["x"])]
-                colour = "#64b5f6" if "caller" in bar["cls"] else "#81c784"
-                assert close_to(pixel, colour), (bar, pixel)
-
-            requests = [e["params"]["request"]["url"] for e in devtools.events
-                        if e.get("method") == "Network.requestWillBeSent"]
-            assert page_url in requests
-            assert all(url == page_url or url.startswith("data:") for url in requests), (
-                requests)
-            await devtools.call("Browser.close")
+            try:
+                yield devtools, session
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(STEP_TIMEOUT):
+                    try:
+                        await ws.send_message(json.dumps({"id": 0, "method": "Browser.close"}))
+                        asked = True
+                    except ConnectionClosed:
+                        pass
     finally:
-        await close_chromium(process)
+        await close_chromium(process, asked=asked)
+
+
+#: the recording's length, once its metadata is loaded
+AUDIO_DURATION = """new Promise(done => {
+    const a = document.getElementById('player');
+    if (a.readyState >= 1) { done(a.duration); return; }
+    a.addEventListener('loadedmetadata', () => done(a.duration));
+    a.addEventListener('error', () => done('error ' + a.error.code));
+    a.load();
+})"""
+
+
+@pytest.mark.slow
+async def test_page_renders_in_chromium_without_network(tmp_path: Path) -> None:
+    page = render_html(sample_record(caller_text=HOSTILE), sample_wav(1.0))
+    async with chromium_page(tmp_path, page, bypass_csp=True) as (devtools, session):
+        assert await devtools.js(session, AUDIO_DURATION) == pytest.approx(1.0, abs=0.01)
+        found = await devtools.js(session, """(() => {
+            const n = s => document.querySelectorAll(s).length;
+            const box = document.getElementById('timeline').getBoundingClientRect();
+            const bars = [...document.querySelectorAll('#timeline rect.turn')].map(r => {
+                const b = r.getBoundingClientRect();
+                return {cls: r.getAttribute('class'), x: b.x + b.width / 2,
+                        y: b.y + b.height / 2, width: b.width, height: b.height};
+            });
+            return {turns: n('#timeline .turn'), caller: n('#timeline rect.turn.caller'),
+                    agent: n('#timeline rect.turn.agent'),
+                    bargeIns: n('#timeline .barge-in'), tools: n('#timeline .tool-call'),
+                    dtmf: n('#timeline .dtmf'), scripts: n('script'),
+                    pwned: window.pwned === undefined ? null : window.pwned,
+                    box: {x: box.x, y: box.y, width: box.width, height: box.height},
+                    bars: bars};
+        })()""")
+        assert found["caller"] == 2 and found["agent"] == 2
+        assert found["turns"] == 8  # the groups and their bars
+        assert (found["bargeIns"], found["tools"], found["dtmf"]) == (1, 2, 1)
+        assert found["scripts"] == 1 and found["pwned"] is None
+        box = found["box"]
+        assert box["width"] > 500 and box["height"] > 100
+        assert all(b["width"] > 0 and b["height"] > 0 for b in found["bars"])
+
+        shot = await devtools.call("Page.captureScreenshot", session, format="png")
+        full = base64.b64decode(shot["data"])
+        await trio.Path(tmp_path / "call.png").write_bytes(full)
+        assert full[:8] == b"\x89PNG\r\n\x1a\n"
+        assert struct.unpack(">II", full[16:24]) == (1200, 1600)
+        # the timeline, decoded: not blank, and each bar painted in its speaker's colour
+        clip = {"x": box["x"], "y": box["y"], "width": box["width"], "height": box["height"],
+                "scale": 1}
+        shot = await devtools.call("Page.captureScreenshot", session, format="png", clip=clip)
+        rows = png_rows(base64.b64decode(shot["data"]))
+        assert len({pixel for row in rows for pixel in row}) >= 8, "a blank timeline"
+        for bar in found["bars"]:
+            pixel = rows[round(bar["y"] - box["y"])][round(bar["x"] - box["x"])]
+            colour = "#64b5f6" if "caller" in bar["cls"] else "#81c784"
+            assert close_to(pixel, colour), (bar, pixel)
+
+        requests = [e["params"]["request"]["url"] for e in devtools.events
+                    if e.get("method") == "Network.requestWillBeSent"]
+        page_url = (tmp_path / "call.html").as_uri()
+        assert page_url in requests
+        assert all(url == page_url or url.startswith("data:") for url in requests), requests
+
+
+@pytest.mark.slow
+async def test_page_script_runs_under_its_policy(tmp_path: Path) -> None:
+    """With its Content-Security-Policy in force, the page's own script runs (a click
+    on the timeline seeks the recording and moves the playhead), and nothing is
+    refused."""
+    page = render_html(sample_record(), sample_wav(1.0))
+    async with chromium_page(tmp_path, page, bypass_csp=False) as (devtools, session):
+        assert await devtools.js(session, AUDIO_DURATION) == pytest.approx(1.0, abs=0.01)
+        seek = await devtools.js(session, """new Promise(done => {
+            const a = document.getElementById('player');
+            const svg = document.getElementById('timeline');
+            const p = document.getElementById('playhead');
+            a.addEventListener('timeupdate', () => done({
+                time: a.currentTime, x: +p.getAttribute('x1'),
+                visible: p.getAttribute('visibility')}), {once: true});
+            const box = svg.getBoundingClientRect();
+            const x = box.left + +svg.dataset.left + 500 * +svg.dataset.pxPerMs;
+            svg.dispatchEvent(new MouseEvent('click', {clientX: x, clientY: box.top + 50,
+                                                       bubbles: true}));
+        })""")
+        assert seek["time"] == pytest.approx(0.5, abs=0.01)
+        assert seek["visible"] == "visible"
+        svg = await devtools.js(session, "({left: +document.getElementById('timeline')"
+                                         ".dataset.left, k: +document.getElementById("
+                                         "'timeline').dataset.pxPerMs})")
+        assert seek["x"] == pytest.approx(svg["left"] + 500 * svg["k"], abs=2)
+        refused = [e["params"]["entry"] for e in devtools.events
+                   if e.get("method") == "Log.entryAdded"
+                   and e["params"]["entry"].get("level") == "error"]
+        assert refused == []
+
+
+async def test_missing_chromium_fails_clearly(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", str(tmp_path / "no-chromium"))
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium"):
+        await open_chromium(tmp_path / "profile", tmp_path / "log")

@@ -260,7 +260,11 @@ def _timeline_svg(record: CallRecord) -> str:
 
 
 def _header(record: CallRecord) -> str:
-    started = datetime.fromtimestamp(record.started_at, UTC).isoformat(timespec="milliseconds")
+    try:
+        started = datetime.fromtimestamp(record.started_at, UTC).isoformat(
+            timespec="milliseconds")
+    except (OverflowError, OSError, ValueError):  # a record read back could say anything
+        started = str(record.started_at)
     end = record.end_reason + (f" ({record.end_detail})" if record.end_detail else "")
     fields = [("call SID", record.call_sid), ("stream SID", record.stream_sid),
               ("from", record.from_number), ("to", record.to_number),
