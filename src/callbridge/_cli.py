@@ -9,6 +9,7 @@ import sys
 from functools import partial
 from typing import Any
 
+from . import _callscli
 from .config import ConfigError, Settings
 
 __all__ = ["main"]
@@ -104,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="where to write caller.wav and agent.wav (default: ./callbridge-demo)")
     demo.add_argument("--in-memory", action="store_true",
                       help="no sockets: run the call in memory on virtual time (instant)")
+    _callscli.add_parser(sub)
     return parser
 
 
@@ -116,11 +118,13 @@ def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
     out = Path(args.out)
+    settings = Settings.from_env()  # (CALLBRIDGE_DB: where the call's record goes)
+    settings = Settings(db=settings.db, retention_days=settings.retention_days)
     if args.in_memory:
         clock = trio.testing.MockClock(autojump_threshold=0)
-        trio.run(partial(run_demo, out, loopback=False), clock=clock)
+        trio.run(partial(run_demo, out, loopback=False, settings=settings), clock=clock)
     else:
-        trio.run(partial(run_demo, out))
+        trio.run(partial(run_demo, out, settings=settings))
     return 0
 
 
@@ -229,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         return _demo(args)
     if args.command == "call":
         return _call(args)
+    if args.command == "calls":
+        return _callscli.main(args)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
