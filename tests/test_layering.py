@@ -25,7 +25,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / "src" / "callbridge"
 _CANDIDATES = [
     "twilio", "realtime", "codec", "_errors", "_playback", "twiml", "signature", "streamtoken",
     "_wsframes", "_mulaw", "_bridge", "events", "agent", "_conversation", "_calldata",
-    "_playout", "_payload", "tools", "_history", "_inbound",
+    "_playout", "_payload", "tools", "_history", "_inbound", "records", "_viewer",
 ]
 # Modules that may not exist yet are included only when their file is there.
 SANS_IO_MODULES = [name for name in _CANDIDATES if (PACKAGE_DIR / f"{name}.py").is_file()]
@@ -121,7 +121,7 @@ def test_importing_sans_io_modules_loads_no_io_library() -> None:
 # Test and demo tooling that drives the Twilio-side peers (`TwilioCaller`,
 # `simulate_call`, loopback servers): the only modules outside the package that
 # may import `callbridge.testing`.
-TESTING_CLIENTS = frozenset({"_demo.py", "_pytest_plugin.py"})
+TESTING_CLIENTS = frozenset({"_demo.py", "_democall.py", "_pytest_plugin.py"})
 
 
 def _module_name(path: Path) -> str:

@@ -17,7 +17,7 @@ from test_agent_call import calls, greeter, run_agent, says
 
 from callbridge import CallResult, CallStats, tool
 from callbridge._logs import CALL, CallFilter, CallTag, log_config
-from callbridge.app import _log_summary
+from callbridge._watch import log_summary
 from callbridge.config import ConfigError, Settings
 from callbridge.events import EndReason
 from callbridge.local import ToolCall
@@ -86,7 +86,7 @@ def test_text_lines_end_with_the_call_and_json_lines_carry_the_summary(
     configure("json", out)
     stats = CallStats(frames_in=500, barge_ins=2, tool_calls=1, tool_failures=1,
                       input_tokens=900, output_tokens=400)
-    _log_summary(CallResult(reason=EndReason.CALLER_HANGUP, call_sid="CA2",
+    log_summary(CallResult(reason=EndReason.CALLER_HANGUP, call_sid="CA2",
                             stream_sid="MZ2", stats=stats), 10.04)
     [summary] = [json.loads(line) for line in out.getvalue().splitlines()]
     assert summary["message"].startswith("call CA2 ended: caller_hangup  (10.0 s; frames in 500")

@@ -196,7 +196,8 @@ def test_metrics_status(authorization: str | None, token: str | None, bind: bool
 
 def test_prepare_multiprocess_empties_the_directory(monkeypatch: pytest.MonkeyPatch,
                                                     tmp_path: Path) -> None:
-    monkeypatch.delenv(ENV, raising=False)  # restored after the test
+    monkeypatch.setenv(ENV, "")  # (so that what prepare_multiprocess sets is undone)
+    monkeypatch.delenv(ENV)
     (tmp_path / "counter_123.db").write_bytes(b"old")
     (tmp_path / "notes.txt").write_text("not ours")
     assert prepare_multiprocess(tmp_path) == tmp_path
@@ -205,7 +206,8 @@ def test_prepare_multiprocess_empties_the_directory(monkeypatch: pytest.MonkeyPa
 
 
 def test_prepare_multiprocess_makes_a_private_directory(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.setenv(ENV, "")  # (so that what prepare_multiprocess sets is undone)
+    monkeypatch.delenv(ENV)
     directory = prepare_multiprocess()
     try:
         assert os.environ[ENV] == str(directory)

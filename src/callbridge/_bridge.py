@@ -127,7 +127,7 @@ class Bridge:
         self._on_event = on_event
         self._authorize = authorize
         self._handle = handle
-        self._on_raw = on_raw
+        self.on_raw = on_raw  # (settable: `Call.watch_raw`)
         self._clock_offset = wall - now
         #: Twilio's `start`, once it arrived and was authorized, and what it says
         self.start: tw.Start | None = None
@@ -216,8 +216,8 @@ class Bridge:
 
     def receive_twilio(self, text: str | bytes, now: float) -> None:
         """One frame from Twilio's socket."""
-        if self._on_raw is not None:
-            self._on_raw(ev.Raw(source="twilio", message=text, at=now))
+        if self.on_raw is not None:
+            self.on_raw(ev.Raw(source="twilio", message=text, at=now))
         if isinstance(text, bytes):
             self.protocol_error("twilio", "binary frame from Twilio", now)
             return
@@ -382,8 +382,8 @@ class Bridge:
 
     def receive_model(self, event: rt.ServerEvent, now: float) -> None:
         """One event from the model."""
-        if self._on_raw is not None:
-            self._on_raw(ev.Raw(source="model", message=event, at=now))
+        if self.on_raw is not None:
+            self.on_raw(ev.Raw(source="model", message=event, at=now))
         if type(event) is rt.OutputAudioDelta:  # the per-chunk path
             self._audio_delta(event, now)
             return

@@ -55,7 +55,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -76,16 +76,17 @@ from ._sockets import (
     Sender,
     SocketClosed,
     as_message_socket,
+    one_batch,
 )
 from ._toolrun import run_tool
 from ._twilioctl import TwilioActions, TwilioControl
 from .agent import Agent, AgentFactory, CallContext
 from .backend import (
     EventConnection,
-    ModelBatch,
     OpenAIRealtime,
     RealtimeBackend,
     RealtimeConnection,
+    one_event_batch,
 )
 from .events import CallEvent, EndReason
 
@@ -243,6 +244,11 @@ class Call(ModelLoop):
                 log.exception("on_answered_by(%r) raised; the call goes on", answered_by)
         self._wake()
 
+    def watch_raw(self, on_raw: Callable[[ev.Raw], None] | None) -> None:
+        """From now on, `on_raw` sees every message as it arrives (as `run_call`'s
+        `on_raw` does); None: nothing does."""
+        self._bridge.on_raw = on_raw
+
     def send_to_model(self, event: rt.ClientEvent) -> None:
         """Queue a client event for the model (e.g. `conversation.item.create`), in
         order after those already queued and ahead of caller audio still waiting."""
@@ -369,7 +375,7 @@ class Call(ModelLoop):
     async def _read_twilio(self) -> None:
         """Feed the bridge every message a read brought, then `_wake` once."""
         bridge, socket = self._bridge, self._twilio
-        receive = socket.receive_batch if isinstance(socket, BatchSocket) else _one(socket)
+        receive = socket.receive_batch if isinstance(socket, BatchSocket) else one_batch(socket)
         try:
             while True:
                 try:
@@ -446,7 +452,8 @@ class Call(ModelLoop):
         """Feed the bridge every event a read brought, then `_wake` once (several
         audio deltas then go to Twilio together); wait while the playout is full."""
         bridge = self._bridge
-        receive = model.receive_batch if isinstance(model, EventConnection) else _one_event(model)
+        receive = (model.receive_batch if isinstance(model, EventConnection)
+                   else one_event_batch(model))
         while True:
             events = await receive()
             if events is None:  # closed: the model task decides what next
@@ -518,27 +525,6 @@ class Call(ModelLoop):
                     bridge.sent_to_model()
         finally:
             self._to_model_out = None
-
-
-def _one(socket: MessageSocket) -> Callable[[], Awaitable[list[str | bytes] | None]]:
-    """`receive_batch` for a socket that reads one message at a time."""
-    async def receive_batch() -> list[str | bytes] | None:
-        message = await socket.receive()
-        return None if message is None else [message]
-
-    return receive_batch
-
-
-def _one_event(model: RealtimeConnection) -> Callable[[], Awaitable[ModelBatch | None]]:
-    """`EventConnection.receive_batch` for any other connection: one event a time."""
-    async def receive_batch() -> ModelBatch | None:
-        try:
-            event = await model.receive()
-        except RemoteProtocolError as exc:
-            return [exc]
-        return None if event is None else [event]
-
-    return receive_batch
 
 
 async def run_call(

@@ -30,10 +30,7 @@ sockets on trio's `MockClock` (`loopback=False`), which is how the test suite ru
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from functools import partial
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +38,13 @@ import attrs
 import trio
 
 from . import twilio as tw
-from ._call import run_call
-from ._sockets import memory_socket_pair
+from ._democall import Placed, call_in_memory, call_over_loopback
+from ._watch import Watch
 from .agent import Agent
 from .calltools import end_call
+from .config import Settings
 from .local import Brain, LocalRealtimeServer, Reply, ToolCall, Turn, scripted_brain
+from .records import CallRecord
 from .testing import Heard, LocalTwilio, TwilioCaller, Utterance, babble, write_wav
 from .tools import tool
 from .twilio_rest import TwilioCredentials, TwilioRest
@@ -206,8 +205,10 @@ class DemoReport:
     keypresses: str
     user_messages: list[str]
     hang_up: HangUp | None
-    #: how the call ended: the bridge's `CallResult.reason` (in memory; None over loopback)
+    #: how the call ended: the bridge's `CallResult.reason`
     reason: str | None
+    #: what the service kept of the call (None: nothing)
+    record: CallRecord | None
     caller_track: bytes = attrs.field(repr=False)
     agent_track: bytes = attrs.field(repr=False)
     files: list[Path]
@@ -238,89 +239,51 @@ async def _clock(twilio: LocalTwilio, times: list[float]) -> None:
         times.extend([trio.current_time()] * (len(twilio.requests) - len(times)))
 
 
-async def _call_in_memory(caller: TwilioCaller, model: LocalRealtimeServer,
-                          rest: TwilioRest) -> tuple[str, str | None]:
-    twilio_end, bridge_end = memory_socket_pair()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(caller.run, twilio_end)
-        result = await run_call(bridge_end, agent=AGENT, backend=model, twilio=rest)
-    return ("in memory on virtual time: run_call <-> local model, the local Twilio's REST "
-            "API in memory, no sockets"), result.reason
-
-
-@contextmanager
-def _quiet_servers() -> Iterator[None]:
-    """Without the warning that the service runs without TWILIO_AUTH_TOKEN (it listens on
-    127.0.0.1 for the demo's caller) and the local Twilio's "Running on": noise here."""
-    from .app import UNGUARDED_NOTICE
-
-    quiet = [(logging.getLogger("callbridge.app"), lambda r: r.msg is not UNGUARDED_NOTICE),
-             (logging.getLogger("hypercorn.error"), lambda r: "Running on" not in str(r.msg))]
-    for log, keep in quiet:
-        log.addFilter(keep)
-    try:
-        yield
-    finally:
-        for log, keep in quiet:
-            log.removeFilter(keep)
-
-
-async def _call_over_loopback(caller: TwilioCaller, model: LocalRealtimeServer,
-                              rest: TwilioRest) -> tuple[str, None]:
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
-
-    from .app import create_app
-    from .config import Settings
-    from .testing import dial_twilio_stream, serve_realtime_websocket
-
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(partial(serve_realtime_websocket, model))
-        settings = Settings(openai_api_key="sk-local-demo-not-a-key",
-                            openai_base_url=f"http://127.0.0.1:{port}/v1")
-        config = Config.from_mapping(bind=["127.0.0.1:0"], accesslog=None, errorlog=None)
-        app = create_app(settings, agent=AGENT, twilio_rest=rest, front_door=True)
-        binds: list[str] = await nursery.start(partial(serve, app, config))  # type: ignore[arg-type]
-        host = binds[0].removeprefix("http://")
-        await dial_twilio_stream(caller, f"ws://{host}/media-stream")
-        with trio.move_on_after(5):  # the model session ends right after the call
-            await model.wait_for_sessions(lambda sessions: bool(sessions) and sessions[0].closed)
-        nursery.cancel_scope.cancel()
-    return (f"callbridge (`callbridge serve`: its front door in hypercorn's trio worker) at "
-            f"http://{host}, local model at ws://127.0.0.1:{port}/v1/realtime, local "
-            f"Twilio's REST API at {rest.base_url}"), None  # (the service keeps the result)
-
-
 async def run_demo(
     out_dir: Path | None = None,
     *,
     loopback: bool = True,
     echo: Callable[[str], None] = print,
+    settings: Settings | None = None,
+    watch: Watch | None = None,
 ) -> DemoReport:
     """Play the demo call and return what happened; `echo` gets the printed lines.
 
     With `out_dir`, writes `caller.wav` (what the caller said) and `agent.wav` (what
-    the caller heard, on the same clock) there. `loopback=False` runs the call in
-    memory, for `MockClock` tests.
+    the caller heard, on the same clock) there, and the service's recording of the
+    call. `settings` say what the service keeps of the call (`db`; `record_dir`
+    defaults to `out_dir`): `Settings()` by default, which keeps no record.
+    `loopback=False` runs the call in memory, for `MockClock` tests, kept by `watch`
+    (by default: what `settings` ask for).
     """
+    settings = settings or Settings()
+    if out_dir is not None and settings.record_dir is None:
+        settings = attrs.evolve(settings, record_dir=out_dir)
+    watch = watch or Watch.from_settings(settings)
     caller, model = _peers()
     echo("callbridge demo: a simulated phone call, no keys, nothing leaves this machine.")
     echo("Placing the call (about 20 s of call time, until the agent hangs up)...")
     times: list[float] = []
-    with _quiet_servers():
-        async with LocalTwilio() as twilio, trio.open_nursery() as platform:
-            platform.start_soon(_clock, twilio, times)
-            where = ({"base_url": await platform.start(twilio.serve)} if loopback
-                     else {"transport": twilio.transport})
-            sid, token = twilio.account_sid, twilio.auth_token
-            credentials = TwilioCredentials(account_sid=sid, username=sid, password=token)
-            twilio.attach(caller)  # an inbound call of the platform's: REST ends it by CallSid
-            async with TwilioRest(credentials, **where) as rest:  # (the service closes it too)
-                how, reason = await (_call_over_loopback if loopback else _call_in_memory)(
-                    caller, model, rest)
-            platform.cancel_scope.cancel()
-    report = _Timeline(caller, model, twilio, times).report(reason)
-    echo(f"  {how}\n")
+    async with LocalTwilio() as twilio, trio.open_nursery() as platform:
+        platform.start_soon(_clock, twilio, times)
+        where = ({"base_url": await platform.start(twilio.serve)} if loopback
+                 else {"transport": twilio.transport})
+        sid, token = twilio.account_sid, twilio.auth_token
+        credentials = TwilioCredentials(account_sid=sid, username=sid, password=token)
+        twilio.attach(caller)  # an inbound call of the platform's: REST ends it by CallSid
+        async with TwilioRest(credentials, **where) as rest:  # (the service closes it too)
+            if loopback:
+                placed = await call_over_loopback(caller, AGENT, model, rest, settings)
+            else:
+                async with trio.open_nursery() as keeper:
+                    await watch.start(keeper)
+                    placed = await call_in_memory(caller, AGENT, model, rest, watch)
+                    if watch.writer is not None:
+                        await watch.writer.settled()
+                    keeper.cancel_scope.cancel()
+        platform.cancel_scope.cancel()
+    report = _Timeline(caller, model, twilio, times).report(placed)
+    echo(f"  {placed.how}\n")
     echo(report.timeline())
     echo("\n" + _summary(report))
     if out_dir is not None:
@@ -328,7 +291,25 @@ async def run_demo(
         echo(f"Wrote {out_dir / 'caller.wav'} (what the caller said) and "
              f"{out_dir / 'agent.wav'} (what the caller heard), "
              f"{len(report.caller_track) / BYTES_PER_S:.1f} s each on the call's clock.")
+    echo(_kept(placed, settings))
     return report
+
+
+def _kept(placed: Placed, settings: Settings) -> str:
+    """What the service kept of the call, and how to look at it."""
+    record = placed.record
+    if record is None:
+        return "\nThe service kept no record of the call."
+    lines = ["", f"The service kept call {record.call_sid}:"]
+    if settings.db is not None:
+        lines.append(f"  its record in {settings.db}: `callbridge calls show {record.call_sid}` "
+                     "prints it, `--html call.html` writes its viewer page")
+    if record.recording is not None:
+        lines.append(f"  its recording (caller left, agent right): {record.recording}")
+    if placed.metrics:
+        lines += ["  its metrics, from /metrics:", *(f"    {m}" for m in
+                                                     placed.metrics.splitlines())]
+    return "\n".join(lines)
 
 
 def _save(report: DemoReport, out_dir: Path) -> None:
@@ -453,7 +434,7 @@ class _Timeline:
     def heard_ms(self, item: str) -> float:
         return sum(len(h.played(self.end)) for h in self.played.get(item, [])) / tw.BYTES_PER_MS
 
-    def report(self, reason: str | None) -> DemoReport:
+    def report(self, placed: Placed) -> DemoReport:
         caller, t0 = self.caller, self.t0
         for (at, text, _), u in zip(CALLER_LINES, caller.utterances, strict=True):
             self.add(t0 + at, "caller", f'"{text}" ({u.duration:.1f} s)')
@@ -482,7 +463,7 @@ class _Timeline:
             response_latencies=self.latencies,
             tool_uses=[u for u in self.tools.values() if u.name != end_call.name],
             keypresses="".join(key for _, key in caller.dtmf), user_messages=self.user_messages,
-            hang_up=hang_up, reason=reason,
+            hang_up=hang_up, reason=placed.reason, record=placed.record,
             caller_track=bytes(caller.sent_audio), agent_track=bytes(agent[:nbytes]),
             files=[], caller=caller, model=self.model, twilio=self.twilio)
 

@@ -29,6 +29,7 @@ __all__ = [
     "TrioWebSocket",
     "as_message_socket",
     "memory_socket_pair",
+    "one_batch",
 ]
 
 log = logging.getLogger("callbridge.sockets")
@@ -253,3 +254,12 @@ def as_message_socket(ws: Any) -> MessageSocket:
     if isinstance(ws, MessageSocket):
         return ws
     raise TypeError(f"cannot use {type(ws).__name__} as a text WebSocket")
+
+
+def one_batch(socket: MessageSocket) -> Callable[[], Awaitable[list[str | bytes] | None]]:
+    """`BatchSocket.receive_batch` for a socket that reads one message at a time."""
+    async def receive_batch() -> list[str | bytes] | None:
+        message = await socket.receive()
+        return None if message is None else [message]
+
+    return receive_batch

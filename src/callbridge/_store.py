@@ -310,9 +310,12 @@ class RecordWriter:
         self.saved = 0
         #: the record being saved (cancelled mid-save, it is saved again at shutdown)
         self._pending: CallRecord | None = None
+        self._submitted = 0
+        self._done = trio.lowlevel.ParkingLot()  # wakes `settled` as records are handled
 
     def submit(self, record: CallRecord) -> bool:
         """Queue `record` to be saved; never waits. False: it was dropped."""
+        self._submitted += 1
         try:
             self._send.send_nowait(record)
         except trio.WouldBlock:
@@ -323,8 +326,16 @@ class RecordWriter:
             return False
         return True
 
+    async def settled(self) -> None:
+        """Until every record submitted so far is saved or dropped (with no deadline:
+        the demo's call on virtual time waits for its record so, where a shutdown's
+        grace period would pass at once)."""
+        while self.saved + self.dropped < self._submitted:
+            await self._done.park()
+
     def _drop(self, record: CallRecord, why: str) -> None:
         self.dropped += 1
+        self._done.unpark_all()
         logger.warning("dropped the record of call %s: %s (%d dropped so far)",
                        record.call_sid or record.stream_sid, why, self.dropped)
         if self._on_drop is not None:
@@ -394,6 +405,7 @@ class RecordWriter:
             self._drop(record, f"could not save it: {exc!r}")
         else:
             self.saved += 1
+            self._done.unpark_all()
 
     async def _purge(self, sink: Sink) -> None:
         assert self._retention_s is not None

@@ -3,6 +3,7 @@
     GET  /               health: {"status": "ok", "active_calls": N} (`app.calls`),
                          and "draining": true while the service shuts down
     GET  /ready          readiness for a load balancer: 200, or 503 while draining
+    GET  /metrics        Prometheus metrics, with `CALLBRIDGE_METRICS_TOKEN` (else 404)
     POST /incoming-call  Twilio voice webhook (GET too): TwiML `<Connect><Stream>`
     WS   /media-stream   Twilio Media Streams -> `run_call`
 
@@ -40,15 +41,15 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import attrs
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from . import _drain, _frontdoor, _hypercorn_fix, signature, streamtoken, twiml
-from ._call import Call, CallLimits, CallResult, LiveCalls, run_call
+from ._call import Call, CallLimits, LiveCalls
 from ._guard import TwilioGuard
 from ._sockets import AsgiSocket, MessageSocket
+from ._watch import Watch
 from .agent import Agent, AgentFactory, CallContext
 from .backend import OpenAIRealtime, RealtimeBackend
 from .config import Settings, load_agent
@@ -141,6 +142,8 @@ class CallbridgeApp(QuartTrio):
         self.drain_why = ""
         self._drained = trio.Event()
         self.guard: TwilioGuard | None = None
+        #: what is kept of the calls: records, metrics, recordings (set up at startup)
+        self.watch = Watch(settings or Settings())
         #: Twilio's REST API (hang-ups and transfers through Twilio, outbound calls),
         #: when credentials are set
         self.twilio_rest = twilio_rest
@@ -148,6 +151,7 @@ class CallbridgeApp(QuartTrio):
         self.after_serving(self._close)
         self.add_url_rule("/", "health", self._health, methods=["GET"])
         self.add_url_rule("/ready", "ready", self._ready, methods=["GET"])
+        self.add_url_rule("/metrics", "metrics", self._metrics, methods=["GET"])
         self.add_url_rule("/incoming-call", "incoming_call", self._incoming_call,
                           methods=["GET", "POST"])
         self.add_url_rule("/dial-action", "dial_action", self._dial_action, methods=["POST"])
@@ -175,6 +179,8 @@ class CallbridgeApp(QuartTrio):
             self.call_agent = functools.partial(_agent_by_name, named, self.call_agent)
         if self.twilio_rest is None:
             self.twilio_rest = TwilioRest.from_env()
+        self.watch = Watch.from_settings(self.settings)
+        await self.watch.start(self.nursery)
         if self.settings.offline:
             log.warning(OFFLINE_NOTICE)
         if self.settings.twilio_auth_token:
@@ -253,32 +259,39 @@ class CallbridgeApp(QuartTrio):
         assert self.call_agent is not None
         assert self.call_backend is not None
         guard = self.guard
-        call: Call | None = None
-        began = trio.current_time()
+        admitted = False
         try:
             socket = await accept()
+            watch = self.watch.call()
+            call = Call(socket, agent=self.call_agent, backend=self.call_backend,
+                        limits=self.call_limits, on_event=watch.on_event,
+                        on_raw=watch.on_raw if watch.wants_raw else None,
+                        authorize=guard.authorize if guard else None,
+                        twilio=self.twilio_rest, service_url=self.public_base(headers))
+            watch.call = call
             try:
                 async with trio.open_nursery() as nursery:
-                    call = await nursery.start(functools.partial(
-                        run_call, socket, agent=self.call_agent, backend=self.call_backend,
-                        limits=self.call_limits, authorize=guard.authorize if guard else None,
-                        twilio=self.twilio_rest, service_url=self.public_base(headers)))
+                    await nursery.start(call._run)
                     self._admitting -= 1
+                    admitted = True
                     self.calls.add(call)
                     self._changed()
             except Exception:
                 log.exception("call failed")
+                watch.failed()
                 await socket.aclose(1011)
             else:
-                assert call is not None
                 result = call.result
                 assert result is not None
-                _log_summary(result, trio.current_time() - began)
-        finally:
-            if call is None:
-                self._admitting -= 1
-            else:
+                try:
+                    await watch.finish(result)
+                except Exception:  # a bug of ours: the call itself went well
+                    log.exception("call %s: keeping its record failed", result.call_sid)
+            finally:
                 self.calls.discard(call)
+        finally:
+            if not admitted:
+                self._admitting -= 1
             self._changed()
 
     def _changed(self) -> None:
@@ -320,6 +333,22 @@ class CallbridgeApp(QuartTrio):
         if self._draining:
             return {"ready": False, "draining": True}, 503
         return {"ready": True}, 200
+
+    async def _metrics(self) -> Response:
+        """Prometheus metrics, to those bearing `CALLBRIDGE_METRICS_TOKEN` (see
+        `callbridge._metrics.metrics_status`)."""
+        from ._metrics import exposition, metrics_status
+
+        settings = self.settings or Settings()
+        status = metrics_status(request.headers.get("Authorization"), settings.metrics_token,
+                                bind=settings.metrics_bind is not None)
+        if status == 401:
+            return Response("a bearer token is needed\n", 401, content_type="text/plain",
+                            headers={"WWW-Authenticate": 'Bearer realm="callbridge metrics"'})
+        if status != 200:
+            return Response("not found\n", status, content_type="text/plain")
+        body, content_type = await trio.to_thread.run_sync(exposition)
+        return Response(body, 200, content_type=content_type)
 
     def ask_to_drain(self, why: str) -> None:
         """Have `drain` run where the server runs it (`callbridge._drain`): what
@@ -513,24 +542,6 @@ async def _agent_by_name(named: Mapping[str, Agent | AgentFactory],
         return agent
     chosen = agent(context)
     return await chosen if inspect.isawaitable(chosen) else chosen
-
-
-def _log_summary(result: CallResult, duration: float) -> None:
-    """The one line a call leaves when it is over (its counters as fields too, for
-    `CALLBRIDGE_LOG_FORMAT=json`)."""
-    stats = result.stats
-    log.info("call %s ended: %s %s (%.1f s; frames in %d, to the model %d, dropped %d; "
-             "audio chunks out %d; barge-ins %d, truncations %d; tool calls %d, failed %d; "
-             "model connections %d, errors %d; tokens in %d (audio %d, cached %d), out %d "
-             "(audio %d))", result.call_sid, result.reason, result.detail,
-             duration, stats.frames_in, stats.frames_to_model, stats.frames_dropped,
-             stats.chunks_out, stats.barge_ins, stats.truncations, stats.tool_calls,
-             stats.tool_failures, stats.model_connections, stats.model_errors,
-             stats.input_tokens, stats.input_audio_tokens, stats.cached_input_tokens,
-             stats.output_tokens, stats.output_audio_tokens,
-             extra={"call_sid": result.call_sid or "", "stream_sid": result.stream_sid or "",
-                    "end_reason": str(result.reason), "end_detail": result.detail,
-                    "duration_s": round(duration, 3), **attrs.asdict(stats)})
 
 
 def _first(value: str | None) -> str:

@@ -8,7 +8,7 @@ platform would translate to and from it behind the same two methods.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol, TypeAlias
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -29,6 +29,7 @@ __all__ = [
     "OpenAIRealtime",
     "RealtimeBackend",
     "RealtimeConnection",
+    "one_event_batch",
     "realtime_url",
 ]
 
@@ -179,3 +180,15 @@ class OpenAIRealtime:
             yield EventConnection(ws)
         finally:
             await ws.aclose()
+
+
+def one_event_batch(model: RealtimeConnection) -> Callable[[], Awaitable[ModelBatch | None]]:
+    """`EventConnection.receive_batch` for any other connection: one event a time."""
+    async def receive_batch() -> ModelBatch | None:
+        try:
+            event = await model.receive()
+        except RemoteProtocolError as exc:
+            return [exc]
+        return None if event is None else [event]
+
+    return receive_batch

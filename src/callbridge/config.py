@@ -199,8 +199,8 @@ class Settings:
     | `CALLBRIDGE_DEBUG_CALLS` | CallSids (comma-separated) whose raw frames are logged |
     | `CALLBRIDGE_METRICS_TOKEN` | `/metrics` answers requests bearing it (unset: 404) |
     | `CALLBRIDGE_METRICS_BIND` | `host:port`: serve `/metrics` there instead, to anyone |
-    | `CALLBRIDGE_DB` | call records: a SQLite file (default `callbridge.db`), a `postgresql://` URL, or `off` |
-    | `CALLBRIDGE_RETENTION_DAYS` | records and recordings older than this are deleted (default 30; 0: kept) |
+    | `CALLBRIDGE_DB` | call records: SQLite file (`callbridge.db`), `postgresql://` URL, `off` |
+    | `CALLBRIDGE_RETENTION_DAYS` | records, recordings older are deleted (default 30; 0: kept) |
     | `CALLBRIDGE_RECORD_DIR` | record each call to a stereo WAV here (unset: no recordings) |
 
     With `CALLBRIDGE_AGENT` set, the model, voice, instructions and greeting variables
