@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Servers the tests start read their settings from the environment, where call records
+# go to ./callbridge.db by default: not from the tests (those about records set it).
+os.environ.setdefault("CALLBRIDGE_DB", "off")
 
 
 @pytest.fixture(params=[False, True], ids=["asgi", "frontdoor"])

@@ -6,6 +6,7 @@ import argparse
 import logging
 import logging.config
 import sys
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -177,10 +178,11 @@ def served_app(level: str, fmt: str = "text") -> Any:
     from .app import app
 
     app.front_door = True
+    app.serves_metrics_bind = False  # the main process serves CALLBRIDGE_METRICS_BIND
     return app
 
 
-def run_workers(config: Any) -> int:
+def run_workers(config: Any, on_exit: Callable[[int], None] = lambda pid: None) -> int:
     """hypercorn's `run` for the trio worker, except that each worker binds its own
     listening socket (SO_REUSEPORT with more than one): the kernel spreads new
     connections evenly over the workers, where one shared socket let the busiest
@@ -188,7 +190,7 @@ def run_workers(config: Any) -> int:
     hypercorn, SIGINT and SIGTERM set the workers' shutdown event (each drains,
     `callbridge._drain`), a worker that exits on its own is replaced (one drained
     alone), and one that fails stops them all. Returns the exit code: the first
-    failing worker's, else 0."""
+    failing worker's, else 0. `on_exit` is told each worker's pid once it exited."""
     import signal
     from multiprocessing import get_context
     from multiprocessing.connection import wait
@@ -213,6 +215,7 @@ def run_workers(config: Any) -> int:
         wait([worker.sentinel for worker in workers])
         for worker in [w for w in workers if w.exitcode is not None]:
             workers.remove(worker)
+            on_exit(worker.pid)
             code = worker.exitcode or 0
             if code:
                 shutdown.set()
@@ -224,6 +227,7 @@ def run_workers(config: Any) -> int:
             worker.terminate()  # a drain under way goes on (docs/drain.md)
     for worker in workers:
         worker.join()
+        on_exit(worker.pid)
     return code
 
 
@@ -274,7 +278,37 @@ def main(argv: list[str] | None = None) -> int:
     scheme = "https" if config.ssl_enabled else "http"
     print(f"callbridge: serving on {scheme}://{config.bind[0]} "
           f"(webhook /incoming-call, stream /media-stream, {model})", flush=True)
-    return run_workers(config)
+    if settings.metrics_token is None and settings.metrics_bind is None:
+        return run_workers(config)
+    return _with_metrics(config, settings)
+
+
+def _with_metrics(config: Any, settings: Settings) -> int:
+    """`run_workers` with prometheus-client's multiprocess mode: the workers write
+    their metrics to a private directory (any worker's `/metrics` sums them all), and
+    this process serves `CALLBRIDGE_METRICS_BIND`, if set, from the same files."""
+    import shutil
+
+    from ._metrics import prepare_multiprocess, start_bind_server, worker_exited
+
+    directory = prepare_multiprocess()  # before any worker starts: they inherit it
+    try:
+        stop = None
+        if settings.metrics_bind is not None:
+            stop = start_bind_server(*settings.metrics_bind)
+            print(f"callbridge: metrics on http://{_netloc(*settings.metrics_bind)}/metrics",
+                  flush=True)
+        try:
+            return run_workers(config, on_exit=worker_exited)
+        finally:
+            if stop is not None:
+                stop()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -144,6 +144,10 @@ class CallbridgeApp(QuartTrio):
         self.guard: TwilioGuard | None = None
         #: what is kept of the calls: records, metrics, recordings (set up at startup)
         self.watch = Watch(settings or Settings())
+        #: serve `CALLBRIDGE_METRICS_BIND` from this process (not under `callbridge
+        #: serve`, whose main process does)
+        self.serves_metrics_bind = True
+        self._metrics_bind: Callable[[], None] | None = None
         #: Twilio's REST API (hang-ups and transfers through Twilio, outbound calls),
         #: when credentials are set
         self.twilio_rest = twilio_rest
@@ -181,6 +185,15 @@ class CallbridgeApp(QuartTrio):
             self.twilio_rest = TwilioRest.from_env()
         self.watch = Watch.from_settings(self.settings)
         await self.watch.start(self.nursery)
+        bind = self.settings.metrics_bind
+        if bind is not None and self.serves_metrics_bind:
+            from ._metrics import start_bind_server
+
+            try:
+                self._metrics_bind = start_bind_server(*bind)
+            except OSError as exc:  # hypercorn --workers N: the first worker serves it
+                log.warning("CALLBRIDGE_METRICS_BIND %s:%d: %s (another worker serves it?)",
+                            *bind, exc)
         if self.settings.offline:
             log.warning(OFFLINE_NOTICE)
         if self.settings.twilio_auth_token:
@@ -197,6 +210,9 @@ class CallbridgeApp(QuartTrio):
         _drain.serving().append(self)  # hypercorn's shutdown drains it
 
     async def _close(self) -> None:
+        if self._metrics_bind is not None:
+            self._metrics_bind()
+            self._metrics_bind = None
         serving = _drain.serving()
         if self in serving:
             serving.remove(self)
