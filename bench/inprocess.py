@@ -11,12 +11,18 @@ trio's scheduling, not with syscalls or the machine's network stack.
     .venv/bin/python bench/inprocess.py                       # this tree
     PYTHONPATH=/tmp/old/src .venv/bin/python bench/inprocess.py   # another commit's
     .venv/bin/python bench/inprocess.py --sockets             # over socket pairs
+    .venv/bin/python bench/inprocess.py --keep nothing all    # what keeping a call costs
 
 `--sockets` puts both peers behind socket pairs instead, speaking RFC 6455 through
 callbridge's own WebSocket (the front door's server end for Twilio's side, the
 client end for the model's, whose echo parses each append as JSON): the whole
 per-frame path of `callbridge serve` with the kernel's socket calls, minus TCP and
 hypercorn.
+
+`--keep` runs the call as the service runs it (`callbridge._watch`): with its record
+built as it goes, with the metrics too (prometheus-client, in memory), or with those
+and its recording; given several, they alternate, back to back, so their ratio holds
+however the machine's speed drifts.
 
 (`git worktree add /tmp/old COMMIT` gives another commit's tree.)
 """
@@ -26,9 +32,11 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -38,6 +46,8 @@ import callbridge
 from callbridge import codec, memory_socket_pair
 from callbridge import realtime as rt
 from callbridge import twilio as tw
+from callbridge._watch import Watch, process_metrics, run_watched
+from callbridge.config import Settings
 
 if TYPE_CHECKING:
     from callbridge._websocket import WebSocket
@@ -105,8 +115,8 @@ def websocket_pair() -> tuple[WebSocket, WebSocket]:
             WebSocket(Wire(trio.SocketStream(b)), client=False))
 
 
-async def measure(frames: int, lag: int, sockets: bool = False
-                  ) -> tuple[float, callbridge.CallResult]:
+async def measure(frames: int, lag: int, sockets: bool = False, watch: Watch | None = None
+                  ) -> tuple[float, str, int]:
     if sockets:
         twilio, bridge_end = websocket_pair()
     else:
@@ -145,12 +155,27 @@ async def measure(frames: int, lag: int, sockets: bool = False
             await twilio.aclose()
             nursery.cancel_scope.cancel()
 
+    backend = SocketEchoModel() if sockets else EchoModel()
     began = time.process_time()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(talk)
-        result = await callbridge.run_call(
-            bridge_end, backend=SocketEchoModel() if sockets else EchoModel())
-    return time.process_time() - began, result
+        if watch is None:
+            result = await callbridge.run_call(bridge_end, backend=backend)
+            reason, chunks = str(result.reason), result.stats.chunks_out
+        else:  # kept as the service keeps its calls (the WAV is written after the clock)
+            record = await run_watched(watch, bridge_end, agent=callbridge.Agent(),
+                                       backend=backend)
+            reason, chunks = record.end_reason, record.stats["chunks_out"]
+    return time.process_time() - began, reason, chunks
+
+
+def watch_for(keep: str, record_dir: str) -> Watch | None:
+    """`--keep`: what the service keeps of the call (`callbridge._watch`)."""
+    if keep == "nothing":
+        return None
+    metrics = None if keep == "record" else process_metrics()
+    settings = Settings(record_dir=Path(record_dir) if keep == "all" else None)
+    return Watch(settings, metrics=metrics)
 
 
 def main() -> None:
@@ -161,12 +186,20 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs; each is reported")
     parser.add_argument("--sockets", action="store_true",
                         help="both peers behind socket pairs, over callbridge's WebSocket")
+    parser.add_argument("--keep", nargs="+", default=["nothing"],
+                        choices=["nothing", "record", "metrics", "all"],
+                        help="what the service keeps of the call: nothing (run_call alone), "
+                        "its record, its record and metrics, or those and its recording; "
+                        "several: each in turn, every round (back to back)")
     args = parser.parse_args()
-    for _ in range(args.repeat):
-        cpu, result = trio.run(measure, args.frames, args.lag, args.sockets)
-        print(f"{args.frames} frames each way: {cpu / args.frames * 1e6:.1f} µs CPU per frame "
-              f"(both ways, peers included); {result.reason}, "
-              f"{result.stats.chunks_out} media messages to Twilio")
+    with tempfile.TemporaryDirectory() as record_dir:
+        for _ in range(args.repeat):
+            for keep in args.keep:
+                cpu, reason, chunks = trio.run(measure, args.frames, args.lag, args.sockets,
+                                               watch_for(keep, record_dir))
+                print(f"{args.frames} frames each way, keeping {keep}: "
+                      f"{cpu / args.frames * 1e6:.1f} µs CPU per frame (both ways, peers "
+                      f"included); {reason}, {chunks} media messages to Twilio")
 
 
 if __name__ == "__main__":

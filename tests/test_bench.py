@@ -97,9 +97,10 @@ def test_quick_compare_writes_the_ratio_table(tmp_path: Path) -> None:
 def test_the_in_process_bench_runs_and_every_frame_comes_back() -> None:
     proc = subprocess.run(
         [sys.executable, str(BENCH.with_name("inprocess.py")), "--frames", "300",
-         "--repeat", "1"],
+         "--repeat", "1", "--keep", "nothing", "all"],
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    [line] = proc.stdout.splitlines()
-    assert line.startswith("300 frames each way: ") and "caller_hangup" in line, line
+    bare, kept = proc.stdout.splitlines()
+    assert bare.startswith("300 frames each way, keeping nothing: ") and "caller_hangup" in bare
+    assert kept.startswith("300 frames each way, keeping all: ") and "caller_hangup" in kept

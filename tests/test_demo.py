@@ -168,6 +168,7 @@ def test_demo_command_over_loopback(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "callbridge._cli", "demo", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,  # where its record goes by default: ./callbridge.db
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -182,3 +183,20 @@ def test_demo_command_over_loopback(tmp_path: Path) -> None:
     assert "twilio  stop (the call ends)" in out and "hangs up (stop)" not in out
     assert "the agent hung up after its goodbye played in full" in out
     assert len(read_wav(tmp_path / "agent.wav")) < 30 * 8000  # never the caller's bound
+
+    # what the service kept: the record (`callbridge calls show` prints it and writes
+    # its viewer page), the recording, the metrics read back from /metrics
+    call_sid = "CA00000000000000000000000000000001"
+    assert f"The service kept call {call_sid}:" in out
+    assert 'callbridge_calls_total{end_reason="hung_up"} 1.0' in out
+    assert "callbridge_barge_ins_total 1.0" in out
+    assert f"{tmp_path}/{call_sid}-MZ00000000000000000000000000000001.wav" in out
+    shown = subprocess.run(
+        [sys.executable, "-m", "callbridge._cli", "calls", "show", call_sid,
+         "--html", str(tmp_path / "call.html")],
+        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"},
+        cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "barge-in" in shown.stdout and "place_order" in shown.stdout
+    page = (tmp_path / "call.html").read_text()
+    assert call_sid in page and "data:audio/wav;base64," in page

@@ -122,8 +122,9 @@ def _call_lines(exposition: str) -> str:
     """The `/metrics` samples that say something about calls (no buckets, no zeros)."""
     keep = []
     for line in exposition.splitlines():
-        name, _, value = line.rpartition(" ")
-        if (line.startswith("callbridge_") and "_bucket{" not in line
-                and not name.endswith("_created") and value not in ("0.0", "0")):
+        sample, _, value = line.rpartition(" ")
+        name = sample.partition("{")[0]
+        if (name.startswith("callbridge_") and not name.endswith(("_bucket", "_created"))
+                and value not in ("0.0", "0")):
             keep.append(line)
     return "\n".join(keep)
