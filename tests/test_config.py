@@ -148,3 +148,32 @@ def test_settings_come_from_a_dotenv_file_too(
     monkeypatch.delenv("CALLBRIDGE_VOICE")  # ...after the .env file set it
     settings = Settings.from_env()
     assert (settings.voice, settings.model) == ("cedar", "from-environment")
+
+
+def test_the_operating_settings() -> None:
+    """Issue 15's variables: what keeps records, metrics and recordings, validated."""
+    default = Settings.from_env({})
+    assert default.db == "callbridge.db" and default.retention_days == 30
+    assert default.metrics_token is None and default.metrics_bind is None
+    assert default.record_dir is None and default.debug_calls == frozenset()
+    assert Settings().db is None  # built in code: no records unless given a store
+    sid = "CA" + "0123456789abcdef" * 2
+    settings = Settings.from_env({
+        "CALLBRIDGE_DB": "postgresql://cb@db.internal/calls",
+        "CALLBRIDGE_RETENTION_DAYS": "0", "CALLBRIDGE_METRICS_TOKEN": " s3cret ",
+        "CALLBRIDGE_METRICS_BIND": "[::1]:9464", "CALLBRIDGE_RECORD_DIR": "/var/calls",
+        "CALLBRIDGE_DEBUG_CALLS": f"{sid}, ",
+    })
+    assert settings.db == "postgresql://cb@db.internal/calls"
+    assert settings.retention_days is None  # 0: kept for good
+    assert settings.metrics_token == "s3cret" and "s3cret" not in repr(settings)
+    assert settings.metrics_bind == ("::1", 9464)
+    assert settings.record_dir == Path("/var/calls") and settings.debug_calls == {sid}
+    assert Settings.from_env({"CALLBRIDGE_DB": "OFF"}).db is None
+    for name, value in [("CALLBRIDGE_DB", "mysql://x/y"), ("CALLBRIDGE_RETENTION_DAYS", "-1"),
+                        ("CALLBRIDGE_RETENTION_DAYS", "a week"),
+                        ("CALLBRIDGE_METRICS_BIND", "9464"),
+                        ("CALLBRIDGE_METRICS_BIND", "localhost:99999"),
+                        ("CALLBRIDGE_DEBUG_CALLS", "MZ" + "0" * 32)]:
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: value})

@@ -5,6 +5,7 @@ ground truth: what the caller's phone played, what the model was told)."""
 from __future__ import annotations
 
 import logging
+import threading
 import wave
 from functools import partial
 from pathlib import Path
@@ -23,6 +24,7 @@ from callbridge._viewer import render_html
 from callbridge._watch import Watch, run_watched
 from callbridge.config import Settings
 from callbridge.local import LocalRealtimeServer
+from callbridge.records import CallRecord
 from callbridge.testing import TwilioCaller, memory_socket_pair
 
 FRAME_MS = 20
@@ -159,3 +161,49 @@ async def test_a_debug_switch_logs_one_calls_frames(
         assert any(line.startswith('twilio> {"event":"media"') for line in lines)
         assert any(line.startswith("model> ") for line in lines)
         assert any(line.startswith('twilio> {"event":"stop"') for line in lines)
+
+
+class StalledSink:
+    """A store whose disk stalls: `save` waits until `release` is set."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.saved: list[str] = []
+
+    def save(self, record: CallRecord) -> None:
+        self.release.wait(timeout=60)
+        self.saved.append(record.call_sid)
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_stalled_store_never_holds_a_call(autojump_clock: object) -> None:
+    """The writer holds one record in its save and `capacity` more; the calls after
+    those end on time all the same, their records dropped and counted."""
+    sink, registry = StalledSink(), CollectorRegistry()
+    metrics = Metrics(registry)
+    writer = RecordWriter(lambda: sink, capacity=2, retention_days=None,  # type: ignore[arg-type,return-value]
+                          on_drop=lambda record: metrics.records_dropped())
+    watch = Watch(Settings(), metrics=metrics, writer=writer)
+    async with trio.open_nursery() as keeper:
+        await watch.start(keeper)
+        ended = []
+        for n in range(6):
+            caller = TwilioCaller(call_sid=f"CA{n:032d}", stream_sid=f"MZ{n:032d}",
+                                  hangup_at=1.0)
+            twilio_end, bridge_end = memory_socket_pair()
+            began = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(caller.run, twilio_end)
+                record = await run_watched(watch, bridge_end, agent=Agent(),
+                                           backend=LocalRealtimeServer())
+            assert record.end_reason == "caller_hangup"
+            assert trio.current_time() - began < 2  # as long as the caller stayed: 1 s
+            ended.append(record.call_sid)
+        assert writer.dropped == 3 and sink.saved == []
+        assert registry.get_sample_value("callbridge_records_dropped_total") == 3
+        sink.release.set()
+        await writer.settled()
+        keeper.cancel_scope.cancel()
+    assert sink.saved == ended[:3]

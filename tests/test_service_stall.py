@@ -109,6 +109,11 @@ async def stall_one_call_of_two(
                     await trio.sleep(0.05)
             [line] = ended(caplog, STALLED_CALL)
             assert line.startswith(f"call {STALLED_CALL} ended: twilio_stalled "), line
+            # a fault: the summary is a warning (as is the line saying what happened)
+            assert [r.levelno for r in caplog.records if r.getMessage() == line] == [
+                logging.WARNING]
+            assert any(r.levelno == logging.WARNING and r.getMessage().startswith(
+                "Twilio stopped taking audio") for r in caplog.records)
             assert not model.sessions[0].closed and not healthy_done.is_set()
             # the worker's registry of live calls holds the healthy call only
             live = app.calls.by_call_sid(HEALTHY_CALL)

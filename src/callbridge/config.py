@@ -66,6 +66,15 @@ def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return names
 
 
+def _call_sids(env: Mapping[str, str], name: str) -> frozenset[str]:
+    """A comma-separated list of Twilio CallSids (CA and 32 hex digits)."""
+    sids = frozenset(n.strip() for n in env.get(name, "").split(",") if n.strip())
+    bad = sorted(n for n in sids if not re.fullmatch(r"CA[0-9a-fA-F]{32}", n))
+    if bad:
+        raise ConfigError(f"{name}: {bad[0]!r} is not a CallSid (CA and 32 hex digits)")
+    return sids
+
+
 def _calls(env: Mapping[str, str], name: str) -> int | None:
     """A whole number of calls, 1 or more; unset or empty: None (no limit)."""
     text = env.get(name, "").strip()
@@ -306,7 +315,7 @@ class Settings:
             drain_s=_seconds(env, "CALLBRIDGE_DRAIN_S", 20.0),
             drain_line=_line(env, "CALLBRIDGE_DRAIN_LINE", DEFAULT_DRAIN_LINE),
             log_format=log_format,
-            debug_calls=frozenset(_names(env, "CALLBRIDGE_DEBUG_CALLS")),
+            debug_calls=_call_sids(env, "CALLBRIDGE_DEBUG_CALLS"),
             metrics_token=env.get("CALLBRIDGE_METRICS_TOKEN", "").strip() or None,
             metrics_bind=_bind(env, "CALLBRIDGE_METRICS_BIND"),
             db=_db(env, "CALLBRIDGE_DB"),
