@@ -271,25 +271,25 @@ def test_workers_sum(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert samples[hangups] == 5  # a dead worker's counts stay
 
     # the bind address, as the supervisor serves it, answers with the same sums
-    stop = start_bind_server("127.0.0.1", 0)
-    try:
-        with httpx.Client(timeout=10) as client:
-            response = client.get(f"http://127.0.0.1:{stop.port}/metrics")
-    finally:
-        stop()
+    response = from_a_bind_server()
     assert response.status_code == 200
     assert _samples(response.content)[hangups] == 5
     assert second != first
 
 
-def test_bind_server_serves_the_text_format(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV, raising=False)
+def from_a_bind_server() -> httpx.Response:
+    """`/metrics` from a bind server started for the request."""
     stop = start_bind_server("127.0.0.1", 0)
     try:
         with httpx.Client(timeout=10) as client:
-            response = client.get(f"http://127.0.0.1:{stop.port}/metrics")
+            return client.get(f"http://127.0.0.1:{stop.port}/metrics")
     finally:
         stop()
+
+
+def test_bind_server_serves_the_text_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV, raising=False)
+    response = from_a_bind_server()
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     names = {family.name for family in text_string_to_metric_families(response.text)}

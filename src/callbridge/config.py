@@ -86,7 +86,8 @@ def _calls(env: Mapping[str, str], name: str) -> int | None:
     return int(text)
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+def _amount(env: Mapping[str, str], name: str, default: float, expected: str) -> float:
+    """A finite number, 0 or more; unset or empty: `default`."""
     text = env.get(name, "").strip()
     if not text:
         return default
@@ -95,8 +96,12 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value >= 0):
-        raise ConfigError(f"{name}={text!r}: expected a number of seconds, 0 or more (e.g. 20)")
+        raise ConfigError(f"{name}={text!r}: expected {expected}")
     return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    return _amount(env, name, default, "a number of seconds, 0 or more (e.g. 20)")
 
 
 def _bind(env: Mapping[str, str], name: str) -> tuple[str, int] | None:
@@ -123,16 +128,7 @@ def _db(env: Mapping[str, str], name: str) -> str | None:
 
 def _days(env: Mapping[str, str], name: str, default: float) -> float | None:
     """A number of days, more than 0; 0: None (forever)."""
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise ConfigError(f"{name}={text!r}: expected a number of days (0: keep forever)")
-    return value or None
+    return _amount(env, name, default, "a number of days (0: keep forever)") or None
 
 
 def _line(env: Mapping[str, str], name: str, default: str) -> str:
