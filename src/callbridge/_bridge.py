@@ -128,6 +128,8 @@ class Bridge:
         self._authorize = authorize
         self._handle = handle
         self.on_raw = on_raw  # (settable: `Call.watch_raw`)
+        #: sees each caller frame taken: payload, Twilio's timestamp, now (a recording)
+        self.on_caller_audio: Callable[[str, int | None, float], None] | None = None
         self._clock_offset = wall - now
         #: Twilio's `start`, once it arrived and was authorized, and what it says
         self.start: tw.Start | None = None
@@ -253,6 +255,8 @@ class Bridge:
             size = whole_ms(payload, tw.BYTES_PER_MS)
             payload = self._bad_audio("twilio", payload, size, now)
         self.inbound.push(payload, size, timestamp)
+        if self.on_caller_audio is not None:
+            self.on_caller_audio(payload, timestamp, now)
 
     def _bad_audio(self, source: Literal["twilio", "model"], payload: str, nbytes: int,
                    now: float) -> str:

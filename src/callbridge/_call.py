@@ -249,6 +249,13 @@ class Call(ModelLoop):
         `on_raw` does); None: nothing does."""
         self._bridge.on_raw = on_raw
 
+    def watch_caller_audio(self, on_audio: Callable[[str, int | None, float], None] | None
+                           ) -> None:
+        """From now on, `on_audio(payload, timestamp, at)` sees each frame of the
+        caller's audio the call takes (base64 μ-law, Twilio's timestamp in ms, the
+        call clock); None: nothing does."""
+        self._bridge.on_caller_audio = on_audio
+
     def send_to_model(self, event: rt.ClientEvent) -> None:
         """Queue a client event for the model (e.g. `conversation.item.create`), in
         order after those already queued and ahead of caller audio still waiting."""

@@ -9,7 +9,9 @@ decisions, so it only updates memory. Nothing is written while the call runs:
 * the `RecordBuilder` (`callbridge.records`) follows the call, and the metrics get
   each latency as it is measured, each tool call, model error and reconnection;
 * with `CALLBRIDGE_RECORD_DIR`, a `Recording` (`callbridge._recording`) lays both
-  sides' audio on the call clock;
+  sides' audio on the call clock: the agent's from the `AgentAudio` events, the
+  caller's frames as the bridge takes them (`Call.watch_caller_audio`, set by
+  `attach` before the call runs: no message is decoded twice);
 * a call whose CallSid is in `CALLBRIDGE_DEBUG_CALLS`, or whose stream has the
   `<Parameter>` `callbridge_debug` = 1, logs every frame that arrives from Twilio
   and the model (`callbridge.frames`, at INFO), from its `start` on, and only that
@@ -30,10 +32,8 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from . import codec
 from . import events as ev
 from ._calldata import CallLimits, CallStats
-from ._errors import RemoteProtocolError
 from ._recording import Recording
 from .events import EndReason
 from .records import CallRecord, RecordBuilder
@@ -124,9 +124,8 @@ async def run_watched(watch: Watch, socket: MessageSocket, *, agent: Agent,
 
     seen = watch.call()
     call = Call(socket, agent=agent, backend=backend, limits=limits or CallLimits(),
-                on_event=seen.on_event, on_raw=seen.on_raw if seen.wants_raw else None,
-                authorize=None, twilio=twilio)
-    seen.call = call
+                on_event=seen.on_event, authorize=None, twilio=twilio)
+    seen.attach(call)
     return await seen.finish(await call._run(trio.TASK_STATUS_IGNORED))
 
 
@@ -148,16 +147,18 @@ class CallWatch:
         self.builder = RecordBuilder(began, wall)
         record_dir = watch.settings.record_dir
         self.recording = Recording(began) if record_dir is not None else None
-        #: the live call, for its raw-message hook (set before the call runs)
+        #: the live call (`attach`), for its raw-message and caller-audio hooks
         self.call: Call | None = None
         self.debug = False
         if self.metrics is not None:
             self.metrics.call_started()
 
-    @property
-    def wants_raw(self) -> bool:
-        """From the start: the caller's audio is recorded."""
-        return self.recording is not None
+    def attach(self, call: Call) -> None:
+        """The call this watch keeps, before it runs: its caller audio goes to the
+        recording."""
+        self.call = call
+        if self.recording is not None:
+            call.watch_caller_audio(self.recording.caller_frame)
 
     def on_event(self, event: ev.CallEvent) -> None:
         builder, metrics, recording = self.builder, self.metrics, self.recording
@@ -196,27 +197,16 @@ class CallWatch:
             frames_log.info("call %s: logging its frames (stream %s, parameters %s)",
                             start.call_sid, start.stream_sid, dict(start.custom_parameters),
                             extra={"call_sid": start.call_sid, "stream_sid": start.stream_sid})
-            if self.call is not None and not self.wants_raw:
+            if self.call is not None:
                 self.call.watch_raw(self.on_raw)
 
     def on_raw(self, raw: ev.Raw) -> None:
-        """Every message as it arrived: the caller's audio for the recording, and the
-        frame log of a call being debugged."""
+        """Every message as it arrived, for the frame log of a call being debugged."""
         message = raw.message
-        if self.debug:
-            text = message if isinstance(message, str) else repr(message)
-            if len(text) > FRAME_LOG_CHARS:
-                text = f"{text[:FRAME_LOG_CHARS]}... ({len(text)} characters)"
-            frames_log.info("%s> %s", raw.source, text)
-        recording = self.recording
-        if recording is not None and raw.source == "twilio" and isinstance(message, str):
-            try:
-                frame = codec.decode_twilio_audio(message)
-            except RemoteProtocolError:
-                return  # (the bridge reports it)
-            if type(frame) is tuple:
-                _, payload, timestamp = frame
-                recording.caller_frame(payload, timestamp, raw.at)
+        text = message if isinstance(message, str) else repr(message)
+        if len(text) > FRAME_LOG_CHARS:
+            text = f"{text[:FRAME_LOG_CHARS]}... ({len(text)} characters)"
+        frames_log.info("%s> %s", raw.source, text)
 
     def failed(self) -> None:
         """The call raised (a bug): it is over, with no result."""

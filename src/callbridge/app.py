@@ -281,10 +281,9 @@ class CallbridgeApp(QuartTrio):
             watch = self.watch.call()
             call = Call(socket, agent=self.call_agent, backend=self.call_backend,
                         limits=self.call_limits, on_event=watch.on_event,
-                        on_raw=watch.on_raw if watch.wants_raw else None,
                         authorize=guard.authorize if guard else None,
                         twilio=self.twilio_rest, service_url=self.public_base(headers))
-            watch.call = call
+            watch.attach(call)
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(call._run)
