@@ -377,7 +377,10 @@ async def run_load(o: Options, n: int, tmp: Path, *, soak_seconds: float | None 
     dur = soak_seconds if soak_seconds is not None else o.duration
     model_cmd = [sys.executable, str(HERE / "_model.py"), "--port", str(model_port),
                  "--seed", str(o.seed), "--out", str(step_dir / "model.json")]
-    env = {"OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": f"http://127.0.0.1:{model_port}/v1"}
+    env = {"OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": f"http://127.0.0.1:{model_port}/v1",
+           # callbridge keeps a record of every call by default: in the step's directory
+           # (CALLBRIDGE_DB=off in the bench's environment turns that off)
+           "CALLBRIDGE_DB": os.environ.get("CALLBRIDGE_DB", str(step_dir / "calls.db"))}
     if o.server_src is not None and kind in CALLBRIDGE_KINDS:
         env["PYTHONPATH"] = str(o.server_src) + os.pathsep + os.environ.get("PYTHONPATH", "")
     progress = print
