@@ -36,6 +36,7 @@ from a newer callbridge (a higher version) is refused rather than written wrongl
 
 from __future__ import annotations
 
+import abc
 import logging
 import math
 import sqlite3
@@ -139,14 +140,15 @@ def _remove_recordings(paths: Iterable[str | None]) -> None:
             logger.warning("could not remove the recording %s: %s", path, exc)
 
 
-class _SqlSink:
+class _SqlSink(abc.ABC):
     """The queries both databases share, written with `?` placeholders."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
 
+    @abc.abstractmethod
     def _run(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
+        """Run one statement in its own transaction; its rows."""
 
     def save(self, record: CallRecord) -> None:
         self._run(_SAVE, (record.stream_sid, record.call_sid, record.started_at,
