@@ -16,6 +16,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 from test_service_drain import log_on_failure, until
 
+from callbridge._cli import main
 from callbridge._store import open_sink
 from callbridge.app import create_app
 from callbridge.config import Settings
@@ -109,3 +110,11 @@ async def test_metrics_on_the_service_port(token: str | None, bind: tuple[str, i
         if status == 200:
             text = (await answer.get_data()).decode()
             assert "# TYPE callbridge_active_calls gauge" in text
+
+
+def test_serve_stops_on_a_store_it_cannot_open(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("CALLBRIDGE_DB", "/proc/no-such-dir/calls.db")
+    assert main(["serve", "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err
+    assert "configuration error: CALLBRIDGE_DB='/proc/no-such-dir/calls.db': cannot open it" in err

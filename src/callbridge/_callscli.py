@@ -135,7 +135,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         sink = open_sink(db)
     except errors as exc:
-        print(f"callbridge: cannot read the call records at {_redacted(db)}: {exc}",
+        print(f"callbridge: cannot read the call records at {redacted(db)}: {exc}",
               file=sys.stderr)
         return 2
     try:
@@ -175,13 +175,13 @@ def _driver_errors() -> tuple[type[Exception], ...]:
     return (psycopg.Error,)
 
 
-def _redacted(db: str) -> str:
+def redacted(db: str) -> str:
     """`db` without the password of its URL."""
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", db)
 
 
 def _unknown(sid: str, db: str) -> int:
-    print(f"callbridge: no call with SID {sid} in {_redacted(db)}", file=sys.stderr)
+    print(f"callbridge: no call with SID {sid} in {redacted(db)}", file=sys.stderr)
     return 1
 
 

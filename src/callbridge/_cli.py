@@ -243,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env()  # fail here, before any worker starts
+        if settings.db is not None:
+            _check_store(settings.db)
     except ConfigError as exc:
         print(f"callbridge: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -281,6 +283,19 @@ def main(argv: list[str] | None = None) -> int:
     if settings.metrics_token is None and settings.metrics_bind is None:
         return run_workers(config)
     return _with_metrics(config, settings)
+
+
+def _check_store(db: str) -> None:
+    """Open the call-record store once (migrating its schema) before any worker
+    starts, so a store that cannot be used stops `serve` with its name."""
+    from ._callscli import redacted
+    from ._store import open_sink
+
+    try:
+        open_sink(db).close()
+    except Exception as exc:
+        raise ConfigError(f"CALLBRIDGE_DB={redacted(db)!r}: cannot open it: {exc} (`off`: keep "
+                          "no call records)") from exc
 
 
 def _with_metrics(config: Any, settings: Settings) -> int:
