@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 
+import pytest
+
 from callbridge import realtime as rt
 from callbridge._calldata import CallStats
 from callbridge._inbound import MAX_GAP_MS, CallerAudio
@@ -56,3 +58,24 @@ def test_full_drops_the_oldest_and_an_unsent_append_goes_to_the_next_connection(
     assert first is not None and base64.b64decode(first.audio) == b"\x02" * FRAME + b"\x03" * FRAME
     queue.resend()  # the connection went before it was sent
     assert drain(queue) == b"\x02" * FRAME + b"\x03" * FRAME + b"\x04" * FRAME
+
+
+def test_the_models_input_clock_on_the_call_clock() -> None:
+    """`clock`: a position on the model connection's input audio -> when the caller's
+    phone sent it, by Twilio's timestamps; a new connection's clock starts where the
+    audio still to send begins. `TurnDetection.speech_edge` takes the VAD's padding
+    (before a start) and silence (after an end) off."""
+    queue = CallerAudio(CallStats(), limit=100, coalesce_bytes=0)
+    assert queue.clock(0) is None  # no stamped frame yet
+    queue.push(b64(b"\x01" * FRAME), FRAME, 40, now=10.5)  # Twilio's 0 ms: 10.46
+    assert queue.clock(0) == pytest.approx(10.5)  # connected before any audio
+    assert queue.clock(1000) == pytest.approx(11.5)
+    queue.push(b64(b"\x02" * FRAME), FRAME, 60, now=10.52)
+    queue.next()
+    queue.sent()  # the first frame went; the second waits
+    queue.connected()  # a new connection: its input begins at 60 ms
+    assert queue.clock(0) == pytest.approx(10.52)
+    vad = rt.TurnDetection(type="server_vad", prefix_padding_ms=300, silence_duration_ms=600)
+    assert (vad.speech_edge(1000, start=True), vad.speech_edge(2000, start=False)) == (1300, 1400)
+    assert rt.TurnDetection(type="server_vad").speech_edge(1000, start=False) == 500
+    assert rt.TurnDetection(type="semantic_vad").speech_edge(1000, start=True) == 1000

@@ -15,7 +15,7 @@ import trio
 from prometheus_client import CollectorRegistry
 
 from callbridge import Agent
-from callbridge._demo import KEYPRESSES, run_demo
+from callbridge._demo import CALLER_LINES, KEYPRESSES, run_demo
 from callbridge._history import cut_text, heard_share
 from callbridge._logs import CallFilter
 from callbridge._metrics import Metrics
@@ -84,6 +84,18 @@ async def test_one_call_one_story(autojump_clock: object, tmp_path: Path,
     assert '"order":4417' in order.data["output"]
     assert [m.data["digit"] for m in record.timeline if m.kind == "dtmf"] == [
         key for _, key in KEYPRESSES]
+
+    # the caller's turns are when the caller spoke (the VAD's padding and silence taken
+    # off), and the response latency runs from when they stopped: what they waited
+    start = next(m.t_ms for m in record.timeline if m.kind == "start")
+    spoke = [(t.start_ms - start, t.end_ms - start) for t in record.turns
+             if t.speaker == "caller"]
+    lines = [(round(at * 1000), round((at + seconds) * 1000)) for at, _, seconds in CALLER_LINES]
+    assert len(spoke) == len(lines)
+    for (began, ended), (said, done) in zip(spoke, lines, strict=True):
+        assert abs(began - said) <= FRAME_MS and abs(ended - done) <= FRAME_MS
+    # (the demo's latencies, per agent turn: the second answers the caller's first line)
+    assert abs(record.response_latency_ms[0] - report.response_latencies[1] * 1000) <= FRAME_MS
 
     # the recording: the agent's channel goes silent at the barge-in, and holds as much
     # agent audio as the caller's phone played, turn by turn

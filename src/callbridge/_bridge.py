@@ -50,8 +50,7 @@ then have it say their replacement line.
 
 Bad input never ends a call: a frame that is not JSON, an unknown or malformed
 message, a frame for another stream, a payload that is not base64 is a protocol
-error, logged, counted and reported. Bad audio becomes silence of the same length,
-so the model's input clock and the agent's item offsets stay true.
+error, logged, counted and reported. Bad audio becomes silence of the same length.
 """
 
 from __future__ import annotations
@@ -172,8 +171,7 @@ class Bridge:
         return self.start is not None or (self._authorize is None and not agent.needs_context)
 
     def use_agent(self, agent: Agent) -> None:
-        """The agent for this call, chosen once its context was known; before the model
-        connects."""
+        """The agent chosen for this call once its context was known (before the model)."""
         assert self.stats.model_connections == 0, "the agent is chosen before the model"
         self._set_agent(agent)
 
@@ -254,7 +252,7 @@ class Bridge:
         if size is None:
             size = whole_ms(payload, tw.BYTES_PER_MS)
             payload = self._bad_audio("twilio", payload, size, now)
-        self.inbound.push(payload, size, timestamp)
+        self.inbound.push(payload, size, timestamp, now)
         if self.on_caller_audio is not None:
             self.on_caller_audio(payload, timestamp, now)
 
@@ -340,8 +338,7 @@ class Bridge:
     # --- to Twilio ---------------------------------------------------------------------
 
     def next_to_twilio(self) -> list[str] | None:
-        """The next message(s) to send Twilio, back to back, or None when there is
-        nothing to send. Call `sent_to_twilio` once they are sent."""
+        """The next message(s) for Twilio, back to back (None: nothing); `sent_to_twilio` next."""
         return self.playout.next(self._stream_sid)
 
     def sent_to_twilio(self, now: float) -> None:
@@ -364,12 +361,11 @@ class Bridge:
     # --- from the model ----------------------------------------------------------------
 
     def model_connected(self, now: float, why: str = "") -> None:
-        """A model connection opened (the first, or one taking over from another:
-        `why` says why, for the `ModelConnected` event)."""
+        """A model connection opened (the first or a new one: `why`, for `ModelConnected`)."""
         agent = self.agent
         assert agent is not None, "model_connected() before the agent is known"
         self.stats.model_connections += 1
-        self.inbound.resend()  # what the old connection did not finish sending
+        self.inbound.connected()  # what the old connection did not finish sending
         queued, self._control = self._control, deque()  # what waited (e.g. keypresses)
         self._control.append(agent.session_update(self.context))
         first = self.stats.model_connections == 1
@@ -397,7 +393,8 @@ class Bridge:
                 self._guard(event, now)
             return
         if isinstance(event, rt.SpeechStarted):
-            self._emit(ev.SpeechStarted, now, audio_start_ms=event.audio_start_ms)
+            self._emit(ev.SpeechStarted, now, audio_start_ms=event.audio_start_ms,
+                       caller_at=self._spoke(event.audio_start_ms, start=True))
             conversation.caller_spoke()
             self._barge_in(now)
         elif isinstance(event, rt.ResponseCreated):
@@ -419,7 +416,8 @@ class Bridge:
             self._function_call(event, now)
         elif isinstance(event, rt.SpeechStopped):
             conversation.caller_stopped()
-            self._emit(ev.SpeechStopped, now, audio_end_ms=event.audio_end_ms)
+            self._emit(ev.SpeechStopped, now, audio_end_ms=event.audio_end_ms,
+                       caller_at=self._spoke(event.audio_end_ms, start=False))
         elif isinstance(event, rt.ErrorEvent):
             self.stats.model_errors += 1
             log.warning("model error %s: %s", event.error.code, event.error.message)
@@ -441,6 +439,11 @@ class Bridge:
                 self._control.extend(conversation.mcp_approval(
                     str(event.raw.get("response_id", "")), item, self.context, now))
         self._settle(now)
+
+    def _spoke(self, audio_ms: int, *, start: bool) -> float | None:
+        """When the caller's speech began or ended, on the call clock (events' `caller_at`)."""
+        vad = (self.agent or Agent()).turn_detection
+        return self.inbound.clock(vad.speech_edge(audio_ms, start=start))
 
     def _audio_delta(self, event: rt.OutputAudioDelta, now: float) -> None:
         payload = event.delta
@@ -582,8 +585,7 @@ class Bridge:
         self._control.append(event)
 
     def next_to_model(self) -> rt.ClientEvent | None:
-        """The next event to send the model, or None when there is nothing to send.
-        Call `sent_to_model` once it is sent."""
+        """The next event for the model (None: nothing to send); `sent_to_model` next."""
         if self._control:
             return self._control.popleft()
         return self.inbound.next()

@@ -48,10 +48,21 @@ class CallerAudio:
         self._coalesce = coalesce_bytes
         self._sending: tuple[str, ...] = ()  # the frames in the append under way
         self._next_ms: int | None = None  # where on Twilio's clock the next frame starts
+        # the model's input audio clock on the call clock (`clock`): when Twilio's 0 ms
+        # arrived (by the first stamped frame), and where on Twilio's clock the model
+        # connection's input audio began
+        self._zero: float | None = None
+        self._origin: int | None = None
 
-    def push(self, payload: str, nbytes: int, timestamp: int | None = None) -> None:
-        """A frame of `nbytes` of audio, stamped `timestamp` ms on Twilio's clock."""
+    def push(self, payload: str, nbytes: int, timestamp: int | None = None,
+             now: float = 0.0) -> None:
+        """A frame of `nbytes` of audio, stamped `timestamp` ms on Twilio's clock,
+        arrived `now` (call clock)."""
         if timestamp is not None:
+            if self._zero is None:
+                self._zero = now - timestamp / 1000
+                if self._origin is None:  # the model connected before any audio
+                    self._origin = timestamp
             expected = self._next_ms
             if expected is not None and timestamp > expected + GAP_TOLERANCE_MS:
                 gap = min(timestamp - expected, MAX_GAP_MS)
@@ -89,6 +100,23 @@ class CallerAudio:
         """The append from `next` is on its way: how many frames it carried."""
         frames, self._sending = len(self._sending), ()
         return frames
+
+    def connected(self) -> None:
+        """A model connection opened: it gets what the last one did not finish sending
+        (`resend`), and its input audio clock counts from there."""
+        self.resend()
+        if self._next_ms is not None:
+            queued = sum(tw.payload_size(p) for p in self._queue)
+            self._origin = self._next_ms - queued // tw.BYTES_PER_MS
+
+    def clock(self, audio_ms: int) -> float | None:
+        """A position on the model connection's input audio clock (`audio_start_ms`,
+        `audio_end_ms`) -> when the caller's phone sent that audio, on the call clock
+        (frames dropped while the model stalled shift it; None: no stamped frame yet)."""
+        zero, origin = self._zero, self._origin
+        if zero is None or origin is None:
+            return None
+        return zero + (origin + audio_ms) / 1000
 
     def resend(self) -> None:
         """The connection went before the append was sent: the next one gets it."""

@@ -167,12 +167,19 @@ class SpeechStarted(CallEvent):
 
     kind = EventKind.SPEECH_STARTED
     audio_start_ms: int
+    #: when the caller started, on the call clock: where their speech begins in their
+    #: audio as Twilio stamped it (`audio_start_ms` less the VAD's prefix padding;
+    #: `at` is when the model said so, later); None while no frame carried a timestamp
+    caller_at: float | None = None
 
 
 @attrs.frozen(kw_only=True)
 class SpeechStopped(CallEvent):
     kind = EventKind.SPEECH_STOPPED
     audio_end_ms: int
+    #: when the caller stopped, on the call clock (`audio_end_ms` less the VAD's
+    #: silence duration; `at` comes later still); None while no frame carried a timestamp
+    caller_at: float | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -84,6 +84,18 @@ class TurnDetection:
     idle_timeout_ms: int | None = None
     eagerness: str | None = None
 
+    def speech_edge(self, audio_ms: int, *, start: bool) -> int:
+        """Where the caller's speech began (`start`) or ended on the input audio clock,
+        from `speech_started.audio_start_ms` (which holds `prefix_padding_ms` of audio
+        before the speech) or `speech_stopped.audio_end_ms` (which holds the
+        `silence_duration_ms` that ended the turn). Server VAD only (the API's defaults:
+        300 and 500 ms); semantic VAD does not say, and `audio_ms` is returned."""
+        if self.type != "server_vad":
+            return audio_ms
+        if start:
+            return audio_ms + (300 if self.prefix_padding_ms is None else self.prefix_padding_ms)
+        return audio_ms - (500 if self.silence_duration_ms is None else self.silence_duration_ms)
+
 
 @attrs.frozen(kw_only=True)
 class AudioInput:

@@ -194,17 +194,18 @@ class RecordBuilder:
         return at
 
     def _on_speech_started(self, event: ev.SpeechStarted) -> None:
-        self._caller = (event.at, "")
+        self._caller = (event.at if event.caller_at is None else event.caller_at, "")
         self._stopped = None
         self._spoke_over, self._cut = event.at, None  # a `clear` next: a barge-in
 
     def _on_speech_stopped(self, event: ev.SpeechStopped) -> None:
-        since = self._caller[0] if self._caller is not None else event.at
+        stopped = event.at if event.caller_at is None else event.caller_at
+        since = self._caller[0] if self._caller is not None else stopped
         self._caller = None
         self._caller_untold.append(len(self._turns))
         self._turns.append(Turn(speaker="caller", start_ms=self.ms(since),
-                                end_ms=self.ms(event.at)))
-        self._stopped = event.at
+                                end_ms=self.ms(stopped)))
+        self._stopped = stopped
 
     def _on_caller_transcript(self, event: ev.CallerTranscript) -> None:
         if self._caller_untold:
