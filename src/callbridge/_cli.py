@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from hypercorn.config import Config
 
-    from .app import MAX_TWILIO_MESSAGE, OFFLINE_NOTICE, UNGUARDED_NOTICE
+    from .app import MAX_TWILIO_MESSAGE, OFFLINE_NOTICE, OFFLINE_VAPI_NOTICE, UNGUARDED_NOTICE
 
     config = Config()
     # (hypercorn's `module:factory()`, called in each worker)
@@ -268,11 +268,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config.certfile, config.keyfile = args.certfile, args.keyfile
     if settings.offline:
-        print(f"callbridge: {OFFLINE_NOTICE}", flush=True)
+        vapi = settings.backend == "vapi"
+        print(f"callbridge: {OFFLINE_VAPI_NOTICE if vapi else OFFLINE_NOTICE}", flush=True)
     if settings.twilio_auth_token is None:
         print(f"callbridge: WARNING: {UNGUARDED_NOTICE}", flush=True)
     if settings.offline:
-        model = "local echo agent"
+        model = "local echo agent" + (" behind a local VAPI" if settings.backend == "vapi" else "")
+    elif settings.backend == "vapi":
+        model = f"VAPI assistant {settings.vapi_assistant_id}"
     elif settings.agent_spec is not None:
         model = f"agent {settings.agent_spec}"
     else:

@@ -61,6 +61,8 @@ class ModelLoop:
     _rotation_due: bool
     _model_parked: bool
     _model_unparked: float
+    #: the last connection's voice platform ended the call (`PcmConnection.hung_up`)
+    _hung_up_by_platform: bool = False
 
     if TYPE_CHECKING:  # what `Call` provides
         @property
@@ -105,6 +107,12 @@ class ModelLoop:
             connected = bridge.stats.model_connections > connections
             if bridge.ended:
                 return
+            if self._hung_up_by_platform:  # nothing to reconnect to: the call ends
+                log.info("call %s: the voice platform hung up: the call ends once the "
+                         "agent's audio has played", self.call_sid)
+                bridge.end_after_playout(EndReason.HUNG_UP, trio.current_time())
+                self._wake()
+                await trio.sleep_forever()
             if self._replacing:
                 why = "rotation"
                 continue  # the next session at once
@@ -145,6 +153,8 @@ class ModelLoop:
                     await self._read_model(model)
                     link.cancel_scope.cancel()
                 self._model_link = None
+                # a voice platform that ended the call itself (`callbridge.pcm`)
+                self._hung_up_by_platform = bool(getattr(model, "hung_up", False))
         if scope.cancelled_caught:
             raise ModelConnectError(f"no connection within {within:g} s")
 

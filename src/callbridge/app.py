@@ -51,7 +51,7 @@ from ._guard import TwilioGuard
 from ._sockets import AsgiSocket, MessageSocket
 from ._watch import Watch
 from .agent import Agent, AgentFactory, CallContext
-from .backend import OpenAIRealtime, RealtimeBackend
+from .backend import RealtimeBackend, backend_for
 from .config import Settings, load_agent
 from .twilio_rest import TwilioRest
 
@@ -80,21 +80,16 @@ OFFLINE_NOTICE = (
     "OPENAI_API_KEY is not set: OFFLINE MODE. Calls are answered by callbridge's local "
     "echo agent (it repeats what the caller says), not by an OpenAI model."
 )
+OFFLINE_VAPI_NOTICE = (
+    "CALLBRIDGE_BACKEND=vapi without VAPI_API_KEY: OFFLINE MODE. Calls are answered by "
+    "callbridge's local echo agent behind a local VAPI (PCM over a WebSocket), not by VAPI."
+)
 
 UNGUARDED_NOTICE = (
     "TWILIO_AUTH_TOKEN is not set: signatures are NOT checked. Anyone who can reach this "
     "service can place calls through it and open model sessions on your key. Set it before "
     "exposing the service."
 )
-
-
-def backend_for(settings: Settings) -> RealtimeBackend:
-    """OpenAI's Realtime API, or offline (no key) the local echo agent."""
-    if settings.openai_api_key is None:
-        from .local import LocalRealtimeServer, echo_brain
-
-        return LocalRealtimeServer(echo_brain())
-    return OpenAIRealtime(api_key=settings.openai_api_key, base_url=settings.openai_base_url)
 
 
 class CallbridgeApp(QuartTrio):
@@ -195,7 +190,8 @@ class CallbridgeApp(QuartTrio):
                 log.warning("CALLBRIDGE_METRICS_BIND %s:%d: %s (another worker serves it?)",
                             *bind, exc)
         if self.settings.offline:
-            log.warning(OFFLINE_NOTICE)
+            log.warning(OFFLINE_VAPI_NOTICE if self.settings.backend == "vapi"
+                        else OFFLINE_NOTICE)
         if self.settings.twilio_auth_token:
             self.guard = TwilioGuard(self.settings.twilio_auth_token,
                                      allow_unsigned_streams=self.settings.allow_unsigned_streams)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Protocol, TypeAlias
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
@@ -22,6 +22,9 @@ from ._errors import RemoteProtocolError
 from ._sockets import BatchSocket, MessageSocket, NowaitSocket
 from ._wsclient import HandshakeError, connect_websocket
 
+if TYPE_CHECKING:
+    from .config import Settings
+
 __all__ = [
     "DEFAULT_BASE_URL",
     "EventConnection",
@@ -29,6 +32,7 @@ __all__ = [
     "OpenAIRealtime",
     "RealtimeBackend",
     "RealtimeConnection",
+    "backend_for",
     "one_event_batch",
     "realtime_url",
 ]
@@ -192,3 +196,25 @@ def one_event_batch(model: RealtimeConnection) -> Callable[[], Awaitable[ModelBa
         return None if event is None else [event]
 
     return receive_batch
+
+
+def backend_for(settings: Settings) -> RealtimeBackend:
+    """OpenAI's Realtime API or VAPI (`CALLBRIDGE_BACKEND`), or offline (no key) the
+    local echo agent: as is, or behind a local VAPI in PCM mode."""
+    if settings.backend == "vapi":
+        from .vapi import AUDIO_FORMATS, VapiBackend
+        from .vapi_rest import VapiRest
+
+        audio = AUDIO_FORMATS[settings.vapi_audio_format]
+        if settings.vapi_api_key is None:
+            from .local import LocalVapi, echo_brain
+
+            return LocalVapi(echo_brain(), audio=audio)
+        assert settings.vapi_assistant_id is not None
+        return VapiBackend(rest=VapiRest(settings.vapi_api_key, base_url=settings.vapi_base_url),
+                           assistant_id=settings.vapi_assistant_id, audio=audio)
+    if settings.openai_api_key is None:
+        from .local import LocalRealtimeServer, echo_brain
+
+        return LocalRealtimeServer(echo_brain())
+    return OpenAIRealtime(api_key=settings.openai_api_key, base_url=settings.openai_base_url)

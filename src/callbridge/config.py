@@ -10,6 +10,7 @@ import sys
 from collections.abc import Mapping
 from operator import attrgetter
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
@@ -131,6 +132,25 @@ def _days(env: Mapping[str, str], name: str, default: float) -> float | None:
     return _amount(env, name, default, "a number of days (0: keep forever)") or None
 
 
+def _vapi(env: Mapping[str, str]) -> dict[str, Any]:
+    """`CALLBRIDGE_BACKEND` and, for `vapi`, VAPI's variables."""
+    backend = env.get("CALLBRIDGE_BACKEND", "").strip().lower() or "openai"
+    if backend not in ("openai", "vapi"):
+        raise ConfigError(f"CALLBRIDGE_BACKEND={backend!r}: expected openai or vapi")
+    key = env.get("VAPI_API_KEY", "").strip() or None
+    assistant = env.get("VAPI_ASSISTANT_ID", "").strip() or None
+    if backend == "vapi" and key is not None and assistant is None:
+        raise ConfigError("VAPI_ASSISTANT_ID is not set: CALLBRIDGE_BACKEND=vapi with "
+                          "VAPI_API_KEY needs the assistant that answers the calls")
+    audio = env.get("VAPI_AUDIO_FORMAT", "").strip().lower() or "pcm_s16le"
+    if audio not in ("pcm_s16le", "mulaw"):
+        raise ConfigError(f"VAPI_AUDIO_FORMAT={audio!r}: expected pcm_s16le or mulaw")
+    base_url = _url(env, "VAPI_BASE_URL", "https://api.vapi.ai", {"http", "https"})
+    assert base_url is not None
+    return {"backend": backend, "vapi_api_key": key, "vapi_assistant_id": assistant,
+            "vapi_base_url": base_url, "vapi_audio_format": audio}
+
+
 def _line(env: Mapping[str, str], name: str, default: str) -> str:
     """A line for `<Say>` or the agent: empty or unset is `default`."""
     line = env.get(name, "").strip() or default
@@ -207,6 +227,9 @@ class Settings:
     | `CALLBRIDGE_DB` | call records: SQLite file (`callbridge.db`), `postgresql://` URL, `off` |
     | `CALLBRIDGE_RETENTION_DAYS` | records, recordings older are deleted (default 30; 0: kept) |
     | `CALLBRIDGE_RECORD_DIR` | record each call to a stereo WAV here (unset: no recordings) |
+    | `CALLBRIDGE_BACKEND` | `openai` (default) or `vapi`: VAPI's WebSocket transport |
+    | `VAPI_API_KEY`, `VAPI_ASSISTANT_ID` | with `vapi`: the key, the assistant (no key: offline) |
+    | `VAPI_BASE_URL`, `VAPI_AUDIO_FORMAT` | VAPI's API; `pcm_s16le` (16 kHz, default) or `mulaw` |
 
     With `CALLBRIDGE_AGENT` set, the model, voice, instructions and greeting variables
     are unused: the agent says them. `from_env()` reads the process environment, after
@@ -260,6 +283,14 @@ class Settings:
     retention_days: float | None = 30.0
     #: `CALLBRIDGE_RECORD_DIR`: one stereo WAV per call goes here (None: no recordings)
     record_dir: Path | None = None
+    #: `CALLBRIDGE_BACKEND`: "openai" (the Realtime API) or "vapi" (VAPI's WebSocket
+    #: transport, `callbridge.vapi`)
+    backend: str = "openai"
+    vapi_api_key: str | None = attrs.field(default=None, repr=False)
+    vapi_assistant_id: str | None = None
+    vapi_base_url: str = "https://api.vapi.ai"
+    #: `VAPI_AUDIO_FORMAT`: "pcm_s16le" (16 kHz) or "mulaw" (8 kHz)
+    vapi_audio_format: str = "pcm_s16le"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -318,11 +349,15 @@ class Settings:
             retention_days=_days(env, "CALLBRIDGE_RETENTION_DAYS", 30.0),
             record_dir=Path(env["CALLBRIDGE_RECORD_DIR"].strip())
             if env.get("CALLBRIDGE_RECORD_DIR", "").strip() else None,
+            **_vapi(env),
         )
 
     @property
     def offline(self) -> bool:
-        """No API key: calls are answered by the local echo agent, not OpenAI."""
+        """No API key for the backend: calls are answered by the local echo agent (in
+        PCM mode behind a local VAPI, for `vapi`), not OpenAI or VAPI."""
+        if self.backend == "vapi":
+            return self.vapi_api_key is None
         return self.openai_api_key is None
 
     def agent(self) -> Agent | AgentFactory:

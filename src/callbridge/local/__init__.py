@@ -18,11 +18,15 @@ from __future__ import annotations
 from ._audio import pattern_audio
 from ._brains import Brain, Reply, ToolCall, Turn, echo_brain, scripted_brain, tone_brain
 from ._model import LocalRealtimeServer
+from ._pcm import LocalPcmPlatform, LocalVapi, PcmCallRecord
 from ._records import ResponseRecord, ServerSession
 
 __all__ = [
     "Brain",
+    "LocalPcmPlatform",
     "LocalRealtimeServer",
+    "LocalVapi",
+    "PcmCallRecord",
     "Reply",
     "ResponseRecord",
     "ServerSession",
