@@ -177,3 +177,25 @@ def test_the_operating_settings() -> None:
                         ("CALLBRIDGE_DEBUG_CALLS", "MZ" + "0" * 32)]:
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({name: value})
+
+
+def test_the_backend_settings() -> None:
+    """`CALLBRIDGE_BACKEND=vapi`: VAPI's key and assistant, or offline without a key."""
+    assert Settings.from_env({}).backend == "openai"
+    offline = Settings.from_env({"CALLBRIDGE_BACKEND": "VAPI"})
+    assert offline.backend == "vapi" and offline.offline
+    assert offline.vapi_audio_format == "pcm_s16le"
+    # OpenAI's key is not VAPI's: still offline
+    assert Settings.from_env({"CALLBRIDGE_BACKEND": "vapi", "OPENAI_API_KEY": "sk-x"}).offline
+    live = Settings.from_env({"CALLBRIDGE_BACKEND": "vapi", "VAPI_API_KEY": "vk-secret",
+                              "VAPI_ASSISTANT_ID": "asst_1", "VAPI_AUDIO_FORMAT": "mulaw",
+                              "VAPI_BASE_URL": "https://vapi.example/"})
+    assert not live.offline and live.vapi_assistant_id == "asst_1"
+    assert live.vapi_audio_format == "mulaw" and live.vapi_base_url == "https://vapi.example"
+    assert "vk-secret" not in repr(live)
+    for env, name in [({"CALLBRIDGE_BACKEND": "gemini"}, "CALLBRIDGE_BACKEND"),
+                      ({"CALLBRIDGE_BACKEND": "vapi", "VAPI_API_KEY": "k"}, "VAPI_ASSISTANT_ID"),
+                      ({"VAPI_AUDIO_FORMAT": "opus"}, "VAPI_AUDIO_FORMAT"),
+                      ({"VAPI_BASE_URL": "ftp://x"}, "VAPI_BASE_URL")]:
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env(env)

@@ -35,8 +35,10 @@ from hypercorn.trio import serve
 from twilio.twiml.voice_response import Connect, VoiceResponse  # type: ignore[import-untyped]
 
 from callbridge import twilio as tw
+from callbridge._mulaw import dbfs
 from callbridge.app import create_app
 from callbridge.config import ConfigError, Settings
+from callbridge.local import LocalVapi
 from callbridge.testing import (
     Brain,
     Handshake,
@@ -50,6 +52,7 @@ from callbridge.testing import (
     serve_realtime_websocket,
     tone_brain,
 )
+from callbridge.vapi_rest import VapiAudioFormat
 
 FRAME = 160
 #: the 32 smallest μ-law magnitudes (at most 120 of 32767): line hiss no VAD hears
@@ -480,6 +483,32 @@ async def test_without_a_key_the_service_answers_with_the_echo_agent(front_door:
     # the echo is the caller's own speech, whole (the hiss after it trimmed as silence)
     assert caller.speech_end >= 0.6 * 8000
     assert caller.received_audio() == bytes(caller.sent_audio[: caller.speech_end])
+
+
+async def test_with_vapi_and_no_key_the_echo_agent_answers_behind_a_local_vapi(
+        front_door: bool) -> None:
+    """`CALLBRIDGE_BACKEND=vapi` offline: the same echo agent, in PCM mode behind a local
+    VAPI (its REST API and WebSocket transport), the audio transcoded both ways."""
+
+    class Talker(Caller):  # says 0.6 s at once, hangs up once about as much came back
+        def done(self) -> bool:
+            return len(self.received_audio()) >= self.speech_end - 200 * 8
+
+    app = create_app(Settings(backend="vapi"), front_door=front_door)
+    caller = Talker(speech_s=0.6)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            host = await _hypercorn(app, nursery)
+            await dial_twilio_stream(caller, f"ws://{host}/media-stream")
+            nursery.cancel_scope.cancel()
+    assert caller.violations == []
+    assert isinstance(app.call_backend, LocalVapi)
+    [call] = app.call_backend.rest.calls.values()  # created through VAPI's REST API
+    assert call.audio_format == VapiAudioFormat()  # 16-bit PCM at 16 kHz
+    # the echo: the caller's speech, transcoded to 16 kHz PCM and back (not bit-exact)
+    echo = caller.received_audio()
+    assert abs(len(echo) - caller.speech_end) <= 200 * 8
+    assert dbfs(echo) > dbfs(bytes(caller.sent_audio[: caller.speech_end])) - 3
 
 
 AGENT_MODULE = '''
