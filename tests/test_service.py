@@ -464,15 +464,15 @@ async def test_25_concurrent_calls_with_barge_in_over_real_sockets() -> None:
     assert failures == {}
 
 
-async def test_without_a_key_the_service_answers_with_the_echo_agent(front_door: bool) -> None:
-    """Offline default: no OPENAI_API_KEY, and a Twilio-style call still gets an agent,
-    which says back what the caller said."""
+async def echo_call(settings: Settings, front_door: bool, slack: int) -> tuple[Any, Caller]:
+    """One call of 0.6 s of speech to the service offline, whose echo agent says it
+    back; the caller hangs up once as much (less `slack` bytes) came back."""
 
-    class Talker(Caller):  # says 0.6 s at once, hangs up once as much came back
+    class Talker(Caller):
         def done(self) -> bool:
-            return len(self.received_audio()) >= self.speech_end
+            return len(self.received_audio()) >= self.speech_end - slack
 
-    app = create_app(Settings(), front_door=front_door)
+    app = create_app(settings, front_door=front_door)
     caller = Talker(speech_s=0.6)
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
@@ -480,6 +480,13 @@ async def test_without_a_key_the_service_answers_with_the_echo_agent(front_door:
             await dial_twilio_stream(caller, f"ws://{host}/media-stream")
             nursery.cancel_scope.cancel()
     assert caller.violations == []
+    return app, caller
+
+
+async def test_without_a_key_the_service_answers_with_the_echo_agent(front_door: bool) -> None:
+    """Offline default: no OPENAI_API_KEY, and a Twilio-style call still gets an agent,
+    which says back what the caller said."""
+    _, caller = await echo_call(Settings(), front_door, slack=0)
     # the echo is the caller's own speech, whole (the hiss after it trimmed as silence)
     assert caller.speech_end >= 0.6 * 8000
     assert caller.received_audio() == bytes(caller.sent_audio[: caller.speech_end])
@@ -489,19 +496,7 @@ async def test_with_vapi_and_no_key_the_echo_agent_answers_behind_a_local_vapi(
         front_door: bool) -> None:
     """`CALLBRIDGE_BACKEND=vapi` offline: the same echo agent, in PCM mode behind a local
     VAPI (its REST API and WebSocket transport), the audio transcoded both ways."""
-
-    class Talker(Caller):  # says 0.6 s at once, hangs up once about as much came back
-        def done(self) -> bool:
-            return len(self.received_audio()) >= self.speech_end - 200 * 8
-
-    app = create_app(Settings(backend="vapi"), front_door=front_door)
-    caller = Talker(speech_s=0.6)
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            host = await _hypercorn(app, nursery)
-            await dial_twilio_stream(caller, f"ws://{host}/media-stream")
-            nursery.cancel_scope.cancel()
-    assert caller.violations == []
+    app, caller = await echo_call(Settings(backend="vapi"), front_door, slack=200 * 8)
     assert isinstance(app.call_backend, LocalVapi)
     [call] = app.call_backend.rest.calls.values()  # created through VAPI's REST API
     assert call.audio_format == VapiAudioFormat()  # 16-bit PCM at 16 kHz

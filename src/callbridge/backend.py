@@ -32,6 +32,7 @@ __all__ = [
     "OpenAIRealtime",
     "RealtimeBackend",
     "RealtimeConnection",
+    "SocketLiveness",
     "backend_for",
     "one_event_batch",
     "realtime_url",
@@ -66,7 +67,25 @@ class RealtimeBackend(Protocol):
         """Open a connection for one call; closing the context closes it."""
 
 
-class EventConnection:
+class SocketLiveness:
+    """A connection's keep-alive over its `socket` (`callbridge._modelloop`), when the
+    socket can: callbridge's own WebSocket can, an in-memory pair cannot. The class
+    that uses it has a `socket`."""
+
+    async def ping(self) -> None:
+        """Ask the peer for a sign of life (a WebSocket ping), if the socket can."""
+        ping = getattr(getattr(self, "socket", None), "ping", None)
+        if ping is not None:
+            await ping()
+
+    @property
+    def last_heard(self) -> float | None:
+        """When the peer last sent anything; None if the socket cannot tell."""
+        heard = getattr(getattr(self, "socket", None), "last_heard", None)
+        return heard if isinstance(heard, float) else None
+
+
+class EventConnection(SocketLiveness):
     """Realtime events over a text `MessageSocket` (encodes and decodes JSON)."""
 
     def __init__(self, socket: MessageSocket) -> None:
@@ -109,17 +128,6 @@ class EventConnection:
             return [exc]
         return None if texts is None else [_decoded(text) for text in texts]
 
-    async def ping(self) -> None:
-        """Ask the server for a sign of life (a WebSocket ping), if the socket can."""
-        ping = getattr(self.socket, "ping", None)
-        if ping is not None:
-            await ping()
-
-    @property
-    def last_heard(self) -> float | None:
-        """When the server last sent anything; None if the socket cannot tell."""
-        heard = getattr(self.socket, "last_heard", None)
-        return heard if isinstance(heard, float) else None
 
 
 def _decoded(text: str | bytes) -> rt.ServerEvent | RemoteProtocolError:

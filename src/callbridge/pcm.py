@@ -49,6 +49,7 @@ import attrs
 from . import realtime as rt
 from ._sockets import SocketClosed
 from ._transcode import ToMulaw, ToPcm
+from .backend import SocketLiveness
 
 __all__ = ["VAPI_CONTROLS", "PcmConnection", "PcmControls", "PlatformSocket"]
 
@@ -111,7 +112,7 @@ def _matches(patterns: tuple[Pattern, ...], message: Mapping[str, Any]) -> bool:
     return any(all(message.get(k) == v for k, v in p.items()) for p in patterns)
 
 
-class PcmConnection:
+class PcmConnection(SocketLiveness):
     """A `RealtimeConnection` over a PCM platform's WebSocket `socket` (see the module
     docstring). `encoding` is `pcm_s16le` at `rate` Hz, or `mulaw` at 8000."""
 
@@ -154,18 +155,6 @@ class PcmConnection:
                 await self.socket.send(json.dumps(message))
             except SocketClosed:
                 pass
-
-    async def ping(self) -> None:
-        """A WebSocket ping, to keep the link alive (when the socket can)."""
-        ping = getattr(self.socket, "ping", None)
-        if ping is not None:
-            await ping()
-
-    @property
-    def last_heard(self) -> float | None:
-        """When the platform last sent anything (None: the socket cannot tell)."""
-        heard = getattr(self.socket, "last_heard", None)
-        return heard if isinstance(heard, float) else None
 
     # --- from the platform ----------------------------------------------------------
 

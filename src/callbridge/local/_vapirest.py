@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 import httpx
-import trio
 
 from ..vapi_rest import (
     AUDIO_CONTAINERS,
@@ -39,6 +38,7 @@ from ..vapi_rest import (
     WEBSOCKET_PROVIDER,
     VapiAudioFormat,
 )
+from ._rest import RestAsgiApp, RestResponse, RestTransport
 
 __all__ = ["LocalVapiCall", "LocalVapiRest", "VapiRequest"]
 
@@ -138,16 +138,16 @@ class LocalVapiRest:
 
     def transport(self) -> httpx.AsyncBaseTransport:
         """The API in memory, for `VapiRest(transport=...)`; the URL's host is ignored."""
-        return _Transport(self)
+        return RestTransport(self.handle)
 
-    def asgi_app(self) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    def asgi_app(self) -> RestAsgiApp:
         """The API as an ASGI app, to serve on loopback."""
-        return _AsgiApp(self)
+        return RestAsgiApp(self.handle)
 
     # -- the handler --------------------------------------------------------------
 
     def handle(self, method: str, path: str, headers: Mapping[str, str],
-               body: bytes) -> tuple[int, bytes]:
+               body: bytes) -> RestResponse:
         """Answer one request (header names in any case): status and JSON body."""
         lower = {k.lower(): v for k, v in headers.items()}
         scheme, _, token = lower.get("authorization", "").strip().partition(" ")
@@ -167,7 +167,7 @@ class LocalVapiRest:
             errors = ()
         self.requests.append(VapiRequest(method=method, path=path, body=parsed,
                                          authorized=authorized, status=status, errors=errors))
-        return status, json.dumps(answer).encode()
+        return RestResponse(status=status, body=json.dumps(answer).encode())
 
     def _route(self, method: str, path: str, authorized: bool, content_type: str,
                raw: bytes) -> dict[str, Any]:
@@ -288,49 +288,3 @@ class LocalVapiRest:
         if len(problems) > before:
             return VapiAudioFormat()
         return VapiAudioFormat(format=fmt, container=container, sample_rate=int(rate))
-
-
-class _Transport(httpx.AsyncBaseTransport):
-    def __init__(self, api: LocalVapiRest) -> None:
-        self._api = api
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        body = await request.aread()
-        status, answer = self._api.handle(request.method, request.url.path,
-                                          dict(request.headers), body)
-        await trio.lowlevel.checkpoint()
-        return httpx.Response(status, headers={"Content-Type": "application/json"},
-                              content=answer)
-
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Scope]]
-Send = Callable[[Scope], Awaitable[None]]
-
-
-class _AsgiApp:
-    def __init__(self, api: LocalVapiRest) -> None:
-        self._api = api
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
-            return
-        body = bytearray()
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        status, answer = self._api.handle(scope["method"], scope["path"], headers, bytes(body))
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": answer})
