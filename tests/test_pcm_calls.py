@@ -18,9 +18,24 @@ import trio.testing
 from callbridge import Agent, CallLimits, EndReason, run_call
 from callbridge import twilio as tw
 from callbridge.backend import RealtimeConnection
-from callbridge.local import LocalRealtimeServer, LocalVapi, Reply, ToolCall, scripted_brain
-from callbridge.testing import TwilioCaller, Utterance, babble, memory_socket_pair
-from callbridge.vapi_rest import VapiAudioFormat
+from callbridge.local import (
+    LocalPcmPlatform,
+    LocalRealtimeServer,
+    LocalVapi,
+    Reply,
+    ToolCall,
+    scripted_brain,
+)
+from callbridge.local._vapirest import LocalVapiRest
+from callbridge.testing import (
+    TwilioCaller,
+    Utterance,
+    babble,
+    memory_socket_pair,
+    serve_pcm_websocket,
+)
+from callbridge.vapi import VapiBackend
+from callbridge.vapi_rest import VapiAudioFormat, VapiRest
 
 KINDS = ["openai", "vapi-pcm16k", "vapi-mulaw"]
 GREETER = Agent(greeting="Greet the caller.")
@@ -183,3 +198,29 @@ class _Stalled:
         if trio.current_time() >= self.at:
             await trio.sleep_forever()
         return await self.inner.receive()
+
+
+@pytest.mark.slow
+async def test_a_call_to_vapi_over_real_sockets() -> None:
+    """`VapiBackend` as configured for VAPI: the call created over REST, its socket
+    opened with callbridge's own WebSocket client at the URL VAPI gave (here the
+    local model as a PCM platform on loopback), kept alive by pings."""
+    model = LocalRealtimeServer(default_reply_ms=800)
+    platform = LocalPcmPlatform(model, first_message=True)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve_pcm_websocket, platform)
+            rest = LocalVapiRest(api_key="vk-test", assistants=["asst"],
+                                 websocket_url=lambda call_id, audio:
+                                 f"ws://127.0.0.1:{port}/{call_id}/transport")
+            backend = VapiBackend(rest=VapiRest("vk-test", transport=rest.transport()),
+                                  assistant_id="asst")
+            caller = TwilioCaller(hangup_at=2.5)
+            result = await call(caller, backend, limits=CallLimits(model_ping_s=0.5))
+            nursery.cancel_scope.cancel()
+    assert result.reason is EndReason.CALLER_HANGUP and result.stats.model_connections == 1
+    assert caller.violations == [] and len(caller.heard_audio()) >= 700 * 8  # the greeting
+    [record] = platform.calls
+    assert record.client_hung_up and len(record.received) >= 2000 * 8
+    [created] = rest.calls.values()
+    assert created.audio_format == VapiAudioFormat()

@@ -179,7 +179,7 @@ class TrioWebSocket:
     def __init__(self, ws: Any) -> None:
         self._ws = ws
 
-    async def send(self, text: str) -> None:
+    async def send(self, text: str | bytes) -> None:
         from trio_websocket import ConnectionClosed
 
         try:

@@ -6,7 +6,8 @@ plays the model's side of the OpenAI Realtime GA protocol (server VAD, responses
 faster than real time, auto-cancel, the real truncation rule) with pluggable brains;
 it lives in `callbridge.local` (the service runs it offline) and is re-exported here
 so tests find both peers in one place. Both run on trio's `MockClock`;
-`serve_realtime_websocket` and `dial_twilio_stream` put them on real loopback
+`serve_realtime_websocket`, `serve_pcm_websocket` (the local model as a PCM voice
+platform, `LocalPcmPlatform`) and `dial_twilio_stream` put them on real loopback
 sockets. `simulate_call` runs a whole call in memory (also the `simulate_call`
 pytest fixture); `babble`, `read_wav` and `write_wav` make and keep the audio.
 `LocalTwilio` fakes the platform around them: Twilio's REST API for calls (hang-up,
@@ -35,6 +36,7 @@ from ._net import (
     HypercornProcess,
     dial_twilio_stream,
     hypercorn_process,
+    serve_pcm_websocket,
     serve_realtime_websocket,
     server_process,
 )
@@ -89,6 +91,7 @@ __all__ = [
     "pattern_audio",
     "read_wav",
     "scripted_brain",
+    "serve_pcm_websocket",
     "serve_realtime_websocket",
     "server_process",
     "simulate_call",

@@ -18,10 +18,11 @@ import attrs
 import trio
 
 from .._sockets import MessageSocket, TrioWebSocket
+from ..local import LocalPcmPlatform
 from ._twilio import TwilioCaller
 
 __all__ = ["Handshake", "HypercornProcess", "dial_twilio_stream", "hypercorn_process",
-           "serve_realtime_websocket"]
+           "serve_pcm_websocket", "serve_realtime_websocket"]
 
 
 class _Serves(Protocol):
@@ -65,6 +66,26 @@ async def serve_realtime_websocket(
     async with trio.open_nursery() as nursery:
         listener = await nursery.start(partial(
             serve_websocket, handler, host, port, None, max_message_size=16 * 1024 * 1024))
+        task_status.started(listener.port)
+
+
+async def serve_pcm_websocket(
+    platform: LocalPcmPlatform,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve a PCM voice platform (`callbridge.local.LocalPcmPlatform`) on a loopback
+    WebSocket, one call per connection, at any path (VAPI's call URLs are
+    `/<call id>/transport`); reports the bound port via `nursery.start`."""
+    from trio_websocket import WebSocketRequest, serve_websocket
+
+    async def handler(request: WebSocketRequest) -> None:
+        await platform.serve(TrioWebSocket(await request.accept()))
+
+    async with trio.open_nursery() as nursery:
+        listener = await nursery.start(partial(serve_websocket, handler, host, port, None))
         task_status.started(listener.port)
 
 
