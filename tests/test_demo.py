@@ -1,4 +1,5 @@
-"""`callbridge demo`: the scenario on virtual time, and the command over loopback."""
+"""`callbridge demo`: the scenarios (OpenAI's, VAPI's) on virtual time, and the command
+in memory and over loopback."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import pytest
 from _schema import validate_client_event
 
 from callbridge._cli import main
-from callbridge._demo import FILLER, GOODBYE, ORDER_NUMBER, TOOL_SECONDS, run_demo
+from callbridge._demo import ANSWER, FILLER, GOODBYE, GREETING, ORDER_NUMBER, TOOL_SECONDS, run_demo
+from callbridge._demovapi import GOODBYE as VAPI_GOODBYE
 from callbridge.testing import read_wav
+from callbridge.twilio import Media
+from callbridge.vapi_rest import VapiAudioFormat
 
 FRAME = 160
 
@@ -23,7 +27,7 @@ CONFIRMATION = (f"Order {ORDER_NUMBER}: one large margherita, ready in twenty mi
 TRANSCRIPTS = [
     "Hello, and thanks for calling Callbridge Pizza! Today every large pizza comes with a "
     "second one free, and our new garlic crust is back by popular demand, so",
-    "Of course, go ahead. What would you like?",
+    ANSWER,
     "",
     FILLER,
     CONFIRMATION,
@@ -152,10 +156,92 @@ def _after(events: list[dict[str, Any]], first: Any) -> list[dict[str, Any]]:
     return events[next(i for i, e in enumerate(events) if first(e)):]
 
 
+async def test_the_vapi_demo_call_on_virtual_time(autojump_clock: object,
+                                                  tmp_path: Path) -> None:
+    """VAPI's assistant greets, is cut off, answers, and hangs up itself after its
+    goodbye; callbridge clears at once, cannot truncate, and ends the call hung_up."""
+    printed: list[str] = []
+    report = await run_demo(tmp_path, loopback=False, echo=printed.append, backend="vapi")
+
+    caller, vapi, [session] = report.caller, report.vapi, report.model.sessions
+    assert vapi is not None
+    assert caller.violations == [] and session.violations == []
+    assert [r.transcript for r in session.responses] == [GREETING, ANSWER, VAPI_GOODBYE]
+    # the platform's own session: its end-call tool, its first message; nothing of the
+    # bridge's (no greeting instructions, no tools of callbridge's, no truncation)
+    received = [json.loads(text) for text in session.received]
+    assert [e["type"] for e in received if e["type"] != "input_audio_buffer.append"] == [
+        "session.update", "response.create"]
+    assert [t["name"] for t in received[0]["session"]["tools"]] == ["end_call"]
+    assert session.truncations == [] and report.tool_uses == [] and report.keypresses == ""
+    # one VAPI call, created over its REST API, PCM 16 kHz both ways
+    [created] = vapi.rest.calls.values()
+    assert created.audio_format == VapiAudioFormat()
+    [record] = vapi.platform.calls
+    # the platform got the caller's audio (transcoded up, then down for its model) until
+    # it hung up, the words where the caller said them (less the VAD's 300 ms padding)
+    assert bytes(session.input_audio) == bytes(record.received)
+    assert 7.2 * 8000 < len(record.received) < len(caller.sent_audio)
+    assert [json.loads(t)["audio_start_ms"] for _, way, t in session.timeline if way == "out"
+            and json.loads(t)["type"] == "input_audio_buffer.speech_started"] == [1300, 5300]
+
+    # one barge-in, during the greeting: Twilio's queue cleared at once, no truncation
+    [cut] = report.interruptions
+    assert cut.clear_ms == 0.0 and cut.claimed_ms is None
+    [cleared] = caller.clears
+    answer_at = [at for at, way, t in session.timeline
+                 if way == "out" and json.loads(t)["type"] == "response.created"][1]
+    media = [at for at, m in caller.received if isinstance(m, Media)]
+    assert [t for t in media if t < cleared] and not [t for t in media
+                                                      if cleared < t < answer_at]
+    assert len(report.response_latencies) == 3 and report.response_latencies[0] < 0.1
+
+    # the goodbye: the platform hung up after it (status-update ended), the caller heard
+    # all of it, then callbridge had Twilio end the call: hung_up
+    assert record.platform_hung_up and not record.client_hung_up
+    assert record.controls_in == []  # (callbridge had no end-call to send: VAPI ended it)
+    assert record.controls_out[-1] == {"type": "status-update", "status": "ended",
+                                       "endedReason": "assistant-ended-call"}
+    bye = report.hang_up
+    assert bye is not None and bye.heard_ms == bye.produced_ms == 4400
+    assert bye.goodbye_played_at is not None and len(bye.requests) == 1
+    assert 0 <= bye.requests[0] - bye.goodbye_played_at < 0.2
+    assert report.twilio.hangups == [caller.call_sid]
+    assert report.reason == "hung_up" and not caller.closed_by_server
+    assert report.record is not None and report.record.end_reason == "hung_up"
+    assert 12 < len(read_wav(tmp_path / "agent.wav")) / 8000 < 13
+
+    text = "\n".join(printed)
+    for expected in ["BARGE-IN", "vapi    speech-update: the caller started speaking",
+                     "clear: the phone stops playing 0.0 ms after speech_started",
+                     "vapi    session.update: its assistant; tools: end_call",
+                     "calls end_call({}) after its goodbye",
+                     "status-update ended (assistant-ended-call)",
+                     "asks Twilio to hang up (REST Status=completed), 0 ms after the goodbye's",
+                     "twilio  stop (the call ends)", f'"{VAPI_GOODBYE}"',
+                     "the agent hung up after its goodbye played in full",
+                     "No truncation: VAPI cannot be told what the caller heard",
+                     "no keypresses", "The call ended: hung_up."]:
+        assert expected in text
+    for unexpected in ["off script", "truncate ", "Truncation:", "dtmf", "Tool:"]:
+        assert unexpected not in text
+
+
 def test_demo_command_in_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--in-memory", "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "BARGE-IN" in out and "in memory on virtual time" in out
+    assert (tmp_path / "out" / "agent.wav").stat().st_size > 44
+
+
+def test_demo_command_in_memory_with_vapi(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--in-memory", "--backend", "vapi",
+                 "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "in memory on virtual time: run_call <-> the local VAPI" in out
+    assert "BARGE-IN" in out and "status-update ended" in out and "No truncation" in out
+    assert "The call ended: hung_up." in out
     assert (tmp_path / "out" / "agent.wav").stat().st_size > 44
 
 
@@ -200,3 +286,27 @@ def test_demo_command_over_loopback(tmp_path: Path) -> None:
     assert "barge-in" in shown.stdout and "place_order" in shown.stdout
     page = (tmp_path / "call.html").read_text()
     assert call_sid in page and "data:audio/wav;base64," in page
+
+
+@pytest.mark.slow
+def test_demo_command_over_loopback_with_vapi(tmp_path: Path) -> None:
+    """`callbridge demo --backend vapi`: the local VAPI's call socket on loopback too
+    (about 13 s of real time); only what holds however late a frame comes."""
+    done = subprocess.run(
+        [sys.executable, "-m", "callbridge._cli", "demo", "--backend", "vapi",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"},
+        cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "hypercorn's trio worker" in out and "the local VAPI (its REST API in memory, " \
+        "its call socket at ws://127.0.0.1:" in out
+    assert "BARGE-IN" in out and "clear: the phone stops playing" in out
+    assert "speech-update: the caller started speaking" in out
+    assert "Truncation:" not in out and "No truncation" in out
+    assert "status-update ended (assistant-ended-call)" in out and VAPI_GOODBYE in out
+    assert "asks Twilio to hang up (REST Status=completed)" in out
+    assert "the agent hung up after its goodbye played in full" in out
+    assert 'callbridge_calls_total{end_reason="hung_up"} 1.0' in out
+    assert "callbridge_barge_ins_total 1.0" in out
+    assert len(read_wav(tmp_path / "agent.wav")) < 30 * 8000

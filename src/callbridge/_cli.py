@@ -89,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="the service's public https:// base (default: CALLBRIDGE_PUBLIC_URL)")
     demo = sub.add_parser(
         "demo",
-        help="play a simulated call: barge-in, a tool, keypresses (no keys, loopback only)",
+        help="play a simulated call: barge-in, a tool, keypresses (VAPI's way with --backend "
+             "vapi); no keys, nothing leaves this machine",
         description=(
             "Start callbridge under hypercorn's trio worker, the local realtime model and a "
             "synthetic Twilio caller, all on loopback in this process; play a 20-second "
@@ -99,13 +100,23 @@ def _parser() -> argparse.ArgumentParser:
             "Twilio; print the timeline (who spoke when, clear and "
             "truncation with their milliseconds, the tool call, response latency) and "
             "write the call's two audio tracks as WAV files. Needs no keys and ignores "
-            "OPENAI_API_KEY."
+            "OPENAI_API_KEY. With --backend vapi the model is VAPI's assistant on its "
+            "WebSocket transport, played by a local VAPI (its REST API and call socket, "
+            "PCM 16 kHz transcoded both ways; ignores VAPI_API_KEY): it greets first, the "
+            "caller interrupts (Twilio's queue cleared at once, no truncation: VAPI cannot "
+            "be told what was heard), it answers, takes the order, says goodbye and ends "
+            "the call itself; no tools of callbridge's, no keypresses."
         ),
     )
     demo.add_argument("--out", default="callbridge-demo", metavar="DIR",
                       help="where to write caller.wav and agent.wav (default: ./callbridge-demo)")
     demo.add_argument("--in-memory", action="store_true",
                       help="no sockets: run the call in memory on virtual time (instant)")
+    demo.add_argument("--backend", choices=["openai", "vapi"], default="openai",
+                      help="the model's platform: openai (the local realtime model, OpenAI's "
+                           "protocol) or vapi (a local VAPI in front of it: VAPI's assistant "
+                           "greets, is interrupted, takes the order and hangs up itself); "
+                           "default: openai")
     _callscli.add_parser(sub)
     return parser
 
@@ -123,9 +134,10 @@ def _demo(args: argparse.Namespace) -> int:
     settings = Settings(db=settings.db, retention_days=settings.retention_days)
     if args.in_memory:
         clock = trio.testing.MockClock(autojump_threshold=0)
-        trio.run(partial(run_demo, out, loopback=False, settings=settings), clock=clock)
+        trio.run(partial(run_demo, out, loopback=False, settings=settings,
+                         backend=args.backend), clock=clock)
     else:
-        trio.run(partial(run_demo, out, settings=settings))
+        trio.run(partial(run_demo, out, settings=settings, backend=args.backend))
     return 0
 
 

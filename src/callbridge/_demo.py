@@ -25,6 +25,9 @@ with the next 20 ms media frame) and what their phone played (and when `clear` c
 it), what the model sent and received (`ServerSession.timeline`), and the REST
 requests the local Twilio got (timed as they arrive). The same scenario runs without
 sockets on trio's `MockClock` (`loopback=False`), which is how the test suite runs it.
+
+`backend="vapi"` plays VAPI's call (`callbridge._demovapi`): a `Scenario` says what
+differs (agent, script, caller, a platform in front of the model), the rest is shared.
 """
 
 from __future__ import annotations
@@ -38,18 +41,17 @@ import attrs
 import trio
 
 from . import twilio as tw
-from ._democall import Placed, call_in_memory, call_over_loopback
+from ._democall import Clocked, Placed, kept, place_call
 from ._watch import Watch
 from .agent import Agent
 from .calltools import end_call
 from .config import Settings
-from .local import Brain, LocalRealtimeServer, Reply, ToolCall, Turn, scripted_brain
+from .local import Brain, LocalRealtimeServer, LocalVapi, Reply, ToolCall, Turn, scripted_brain
 from .records import CallRecord
 from .testing import Heard, LocalTwilio, TwilioCaller, Utterance, babble, write_wav
 from .tools import tool
-from .twilio_rest import TwilioCredentials, TwilioRest
 
-__all__ = ["DemoReport", "run_demo"]
+__all__ = ["DemoReport", "Scenario", "run_demo"]
 
 BYTES_PER_S = 1000 * tw.BYTES_PER_MS
 
@@ -91,6 +93,9 @@ ORDER_CALL = ToolCall("place_order", {"item": "margherita", "size": "large"},
                       call_id=ORDER_CALL_ID)
 CONFIRMATION = "Order {order}: one {item}, ready in {ready_in}. Press 1 then pound to confirm."
 GOODBYE = "Confirmed. Thanks for calling Callbridge Pizza, goodbye!"
+GREETING = ("Hello, and thanks for calling Callbridge Pizza! Today every large pizza comes "
+            "with a second one free, and our new garlic crust is back by popular demand, so")
+ANSWER = "Of course, go ahead. What would you like?"
 
 
 def _says(text: str, seconds: float, seed: int, *calls: ToolCall) -> Reply:
@@ -127,13 +132,35 @@ def _confirmed(turn: Turn) -> Reply:
 def _script() -> list[Reply | Brain]:
     """The model's side: one entry per response it is asked for, in turn order."""
     return [
-        _says("Hello, and thanks for calling Callbridge Pizza! Today every large pizza comes "
-              "with a second one free, and our new garlic crust is back by popular demand, so",
-              5.0, seed=0),
-        _says("Of course, go ahead. What would you like?", 1.8, seed=1),
+        _says(GREETING, 5.0, seed=0), _says(ANSWER, 1.8, seed=1),
         Reply(tool_calls=[ORDER_CALL]),
         _filler, _confirm, _confirmed,
     ]
+
+
+@attrs.frozen(kw_only=True)
+class Scenario:
+    """What one demo call plays; `run_demo` places it and reads it back."""
+
+    backend: str
+    #: printed before the call: how long it runs, and until what
+    about: str
+    agent: Agent
+    #: the model's side (`_script`)
+    script: Callable[[], list[Reply | Brain]]
+    caller_lines: list[tuple[float, str, float]]
+    keypresses: list[tuple[float, str]] = attrs.field(factory=list)
+    #: the voice platform in front of the model (None: the model is the backend)
+    platform: Callable[[LocalRealtimeServer], LocalVapi] | None = None
+    #: printed after the summary
+    notes: tuple[str, ...] = ()
+    #: a timeline line for a control message the platform sent (None: none)
+    control: Callable[[dict[str, Any]], str | None] = lambda message: None
+
+
+OPENAI = Scenario(backend="openai", agent=AGENT, script=_script, caller_lines=CALLER_LINES,
+                  keypresses=KEYPRESSES,
+                  about="about 20 s of call time, until the agent hangs up")
 
 #: what the bridge's `response.create` asks for, by its `metadata.callbridge`
 PURPOSES = {
@@ -215,28 +242,26 @@ class DemoReport:
     caller: TwilioCaller = attrs.field(repr=False)
     model: LocalRealtimeServer = attrs.field(repr=False)
     twilio: LocalTwilio = attrs.field(repr=False)
+    #: the voice platform in front of the model (None: none, OpenAI mode)
+    vapi: LocalVapi | None = attrs.field(default=None, repr=False)
+    notes: tuple[str, ...] = ()
 
     def timeline(self) -> str:
         return "\n".join(["   time  who     what"]
                          + [f"{e.at:7.3f}  {e.who:<6}  {e.what}" for e in self.entries])
 
 
-def _peers() -> tuple[TwilioCaller, LocalRealtimeServer]:
+def _peers(scenario: Scenario) -> tuple[TwilioCaller, LocalRealtimeServer]:
     # a realistic pace: deltas of 100 ms, five times faster than real time
-    model = LocalRealtimeServer(brain=scripted_brain(_script()), chunk_ms=100, speedup=5)
+    model = LocalRealtimeServer(brain=scripted_brain(scenario.script()), chunk_ms=100,
+                                speedup=5)
     utterances = [Utterance.recorded(babble(round(s * 1000), pitch_hz=120, seed=10 + i,
                                             level=0.35), at=at)
-                  for i, (at, _, s) in enumerate(CALLER_LINES)]
-    caller = TwilioCaller(utterances=utterances, hangup_at=CALLER_HANGS_UP_AT, dtmf=KEYPRESSES,
+                  for i, (at, _, s) in enumerate(scenario.caller_lines)]
+    caller = TwilioCaller(utterances=utterances, hangup_at=CALLER_HANGS_UP_AT,
+                          dtmf=scenario.keypresses,
                           custom_parameters={"from": "+15550100", "to": "+15550199"})
     return caller, model
-
-
-async def _clock(twilio: LocalTwilio, times: list[float]) -> None:
-    """Note when each REST request reaches `twilio` (its records carry no time)."""
-    while True:  # `wait_for` wakes us the moment a record changes
-        await twilio.wait_for(lambda: len(twilio.requests) > len(times))
-        times.extend([trio.current_time()] * (len(twilio.requests) - len(times)))
 
 
 async def run_demo(
@@ -246,6 +271,7 @@ async def run_demo(
     echo: Callable[[str], None] = print,
     settings: Settings | None = None,
     watch: Watch | None = None,
+    backend: str = "openai",
 ) -> DemoReport:
     """Play the demo call and return what happened; `echo` gets the printed lines.
 
@@ -254,35 +280,24 @@ async def run_demo(
     call. `settings` say what the service keeps of the call (`db`; `record_dir`
     defaults to `out_dir`): `Settings()` by default, which keeps no record.
     `loopback=False` runs the call in memory, for `MockClock` tests, kept by `watch`
-    (by default: what `settings` ask for).
+    (by default: what `settings` ask for). `backend`: "openai", or "vapi" for the
+    VAPI scenario (`callbridge._demovapi`).
     """
     settings = settings or Settings()
     if out_dir is not None and settings.record_dir is None:
         settings = attrs.evolve(settings, record_dir=out_dir)
     watch = watch or Watch.from_settings(settings)
-    caller, model = _peers()
+    from ._demovapi import VAPI  # (built on this module)
+
+    scenario = {"openai": OPENAI, "vapi": VAPI}[backend]
+    caller, model = _peers(scenario)
+    vapi = None if scenario.platform is None else scenario.platform(model)
     echo("callbridge demo: a simulated phone call, no keys, nothing leaves this machine.")
-    echo("Placing the call (about 20 s of call time, until the agent hangs up)...")
-    times: list[float] = []
-    async with LocalTwilio() as twilio, trio.open_nursery() as platform:
-        platform.start_soon(_clock, twilio, times)
-        where = ({"base_url": await platform.start(twilio.serve)} if loopback
-                 else {"transport": twilio.transport})
-        sid, token = twilio.account_sid, twilio.auth_token
-        credentials = TwilioCredentials(account_sid=sid, username=sid, password=token)
-        twilio.attach(caller)  # an inbound call of the platform's: REST ends it by CallSid
-        async with TwilioRest(credentials, **where) as rest:  # (the service closes it too)
-            if loopback:
-                placed = await call_over_loopback(caller, AGENT, model, rest, settings)
-            else:
-                async with trio.open_nursery() as keeper:
-                    await watch.start(keeper)
-                    placed = await call_in_memory(caller, AGENT, model, rest, watch)
-                    if watch.writer is not None:
-                        await watch.writer.settled()
-                    keeper.cancel_scope.cancel()
-        platform.cancel_scope.cancel()
-    report = _Timeline(caller, model, twilio, times).report(placed)
+    echo(f"Placing the call ({scenario.about})...")
+    twilio, clocked = LocalTwilio(), Clocked()
+    placed = await place_call(caller, scenario.agent, vapi or model, twilio, clocked,
+                              loopback=loopback, settings=settings, watch=watch)
+    report = _Timeline(caller, model, twilio, scenario, clocked).report(placed, vapi)
     echo(f"  {placed.how}\n")
     echo(report.timeline())
     echo("\n" + _summary(report))
@@ -291,25 +306,8 @@ async def run_demo(
         echo(f"Wrote {out_dir / 'caller.wav'} (what the caller said) and "
              f"{out_dir / 'agent.wav'} (what the caller heard), "
              f"{len(report.caller_track) / BYTES_PER_S:.1f} s each on the call's clock.")
-    echo(_kept(placed, settings))
+    echo(kept(placed, settings))
     return report
-
-
-def _kept(placed: Placed, settings: Settings) -> str:
-    """What the service kept of the call, and how to look at it."""
-    record = placed.record
-    if record is None:
-        return "\nThe service kept no record of the call."
-    lines = ["", f"The service kept call {record.call_sid}:"]
-    if settings.db is not None:
-        lines.append(f"  its record in {settings.db}: `callbridge calls show {record.call_sid}` "
-                     "prints it, `--html call.html` writes its viewer page")
-    if record.recording is not None:
-        lines.append(f"  its recording (caller left, agent right): {record.recording}")
-    if placed.metrics:
-        lines += ["  its metrics, from /metrics:", *(f"    {m}" for m in
-                                                     placed.metrics.splitlines())]
-    return "\n".join(lines)
 
 
 def _save(report: DemoReport, out_dir: Path) -> None:
@@ -360,6 +358,7 @@ def _summary(report: DemoReport) -> str:
         lines.append(f"Hang-up: the caller heard {bye.heard_ms:.0f} ms of the "
                      f"{bye.produced_ms:.0f} ms goodbye; Twilio was asked to hang up "
                      f"{_after(bye.requests[0] - bye.goodbye_played_at)} it had played.")
+    lines += report.notes
     lines += [f"The call ended: {report.reason}."] if report.reason is not None else []
     return "\n".join(lines)
 
@@ -381,9 +380,12 @@ class _Timeline:
     """
 
     def __init__(self, caller: TwilioCaller, model: LocalRealtimeServer, twilio: LocalTwilio,
-                 request_times: list[float]) -> None:
+                 scenario: Scenario, clocked: Clocked) -> None:
         self.caller, self.model, self.t0 = caller, model, caller.t0
-        self.twilio, self.request_times = twilio, request_times
+        self.twilio, self.request_times = twilio, clocked.requests
+        self.scenario, self.controls = scenario, list(clocked.controls)
+        # who sends the model its client events: callbridge, or the platform in front
+        self.client = "bridge" if scenario.platform is None else scenario.backend
         # the stream ended (`stop`) where the caller's audio did: after its last frame
         self.end = caller.t0 + len(caller.sent_audio) / BYTES_PER_S
         self.goodbye: str | None = None  # the response that called end_call
@@ -431,21 +433,32 @@ class _Timeline:
         """An entry at trio time `at`."""
         self.entries.append(Entry(at - self.t0, who, what))
 
+    def _controls_before(self, at: float, *, until: bool = False) -> None:
+        """The platform's messages that came before `at` (or `until` it): after what
+        the model did to make them, before what callbridge did about them."""
+        while self.controls and (self.controls[0][0] <= at if until
+                                 else self.controls[0][0] < at):
+            when, message = self.controls.pop(0)
+            if (what := self.scenario.control(message)) is not None:
+                self.add(when, self.client, what)
+
     def heard_ms(self, item: str) -> float:
         return sum(len(h.played(self.end)) for h in self.played.get(item, [])) / tw.BYTES_PER_MS
 
-    def report(self, placed: Placed) -> DemoReport:
+    def report(self, placed: Placed, vapi: LocalVapi | None) -> DemoReport:
         caller, t0 = self.caller, self.t0
-        for (at, text, _), u in zip(CALLER_LINES, caller.utterances, strict=True):
+        for (at, text, _), u in zip(self.scenario.caller_lines, caller.utterances, strict=True):
             self.add(t0 + at, "caller", f'"{text}" ({u.duration:.1f} s)')
             self.triggers.append((t0 + at + u.duration, "the caller stopped"))
         for at, key in caller.dtmf:
             self.add(t0 + at, "caller", f"presses {key} (dtmf)")
             self.triggers.append((t0 + at, f"the caller pressed {key}"))
         for at, direction, event in self.log:
+            self._controls_before(at)
             handler = self._handlers.get((direction, event["type"]))
             if handler is not None:
                 handler(at, event)
+        self._controls_before(float("inf"))
         hang_up = self._hang_up()
         ended = caller.call_sid in self.twilio.hangups  # by Twilio: the caller did not hang up
         self.add(self.end, *(("twilio", "stop (the call ends)") if ended
@@ -465,7 +478,8 @@ class _Timeline:
             keypresses="".join(key for _, key in caller.dtmf), user_messages=self.user_messages,
             hang_up=hang_up, reason=placed.reason, record=placed.record,
             caller_track=bytes(caller.sent_audio), agent_track=bytes(agent[:nbytes]),
-            files=[], caller=caller, model=self.model, twilio=self.twilio)
+            files=[], caller=caller, model=self.model, twilio=self.twilio, vapi=vapi,
+            notes=self.scenario.notes)
 
     def _hang_up(self) -> HangUp | None:
         """The hang-up requests the local Twilio got, against the goodbye's playing."""
@@ -489,12 +503,14 @@ class _Timeline:
     def _session_update(self, at: float, event: dict[str, Any]) -> None:
         names = [t.get("name", t.get("type")) for t in event["session"].get("tools") or []]
         tools = f"; tools: {', '.join(names)}" if names else ""
-        self.add(at, "bridge", f"session.update: audio/pcmu both ways, server VAD{tools}")
+        what = "audio/pcmu both ways, server VAD" if self.client == "bridge" else "its assistant"
+        self.add(at, self.client, f"session.update: {what}{tools}")
 
     def _response_create(self, at: float, event: dict[str, Any]) -> None:
         purpose = ((event.get("response") or {}).get("metadata") or {}).get("callbridge", "")
-        self.add(at, "bridge", f"{PURPOSES.get(purpose, 'asks for a response')}: "
-                 f"response.create, metadata {purpose or 'none'}")
+        what = (PURPOSES.get(purpose, "asks for a response") if self.client == "bridge"
+                else "asks for its assistant's first message")
+        self.add(at, self.client, f"{what}: response.create, metadata {purpose or 'none'}")
         if purpose == "filler":
             self.triggers.append((at, "the bridge asked for it"))
             running = [k for k, use in self.tools.items() if use.output is None]
@@ -541,6 +557,7 @@ class _Timeline:
         self.interruptions.append(Interruption(speech_started_at=at - self.t0,
                                                clear_ms=clear_ms))
         if clear is not None:
+            self._controls_before(clear, until=True)
             self.add(clear, "twilio", f"clear: the phone stops playing {clear_ms:.1f} ms "
                      "after speech_started")
 
