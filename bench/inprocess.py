@@ -12,6 +12,7 @@ trio's scheduling, not with syscalls or the machine's network stack.
     PYTHONPATH=/tmp/old/src .venv/bin/python bench/inprocess.py   # another commit's
     .venv/bin/python bench/inprocess.py --sockets             # over socket pairs
     .venv/bin/python bench/inprocess.py --keep nothing all    # what keeping a call costs
+    .venv/bin/python bench/inprocess.py --backend openai vapi # a PCM platform's path
 
 `--sockets` puts both peers behind socket pairs instead, speaking RFC 6455 through
 callbridge's own WebSocket (the front door's server end for Twilio's side, the
@@ -24,6 +25,10 @@ built as it goes, with the metrics too (prometheus-client, in memory), or with t
 and its recording; given several, they alternate, back to back, so their ratio holds
 however the machine's speed drifts.
 
+`--backend vapi` (or `vapi-mulaw`) puts a PCM voice platform in the echo's place,
+VAPI's socket protocol through `callbridge.pcm`: the caller's audio transcoded to
+16-bit PCM at 16 kHz and back (or not, in μ-law).
+
 (`git worktree add /tmp/old COMMIT` gives another commit's tree.)
 """
 
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import json
 import tempfile
 import time
@@ -48,6 +54,9 @@ from callbridge import realtime as rt
 from callbridge import twilio as tw
 from callbridge._watch import Watch, process_metrics, run_watched
 from callbridge.config import Settings
+from callbridge.local._vapirest import LocalVapiRest
+from callbridge.vapi import VapiBackend
+from callbridge.vapi_rest import VapiAudioFormat, VapiRest
 
 if TYPE_CHECKING:
     from callbridge._websocket import WebSocket
@@ -105,6 +114,31 @@ class SocketEchoModel:
             await ws.drain()
 
 
+def pcm_echo(sockets: bool, audio: VapiAudioFormat) -> VapiBackend:
+    """A PCM voice platform (VAPI's socket protocol) that sends the caller's audio
+    straight back: the call goes through `callbridge.pcm`, transcoded both ways (at
+    16 kHz) or not (μ-law), the call created through the local VAPI's REST API."""
+    rest = LocalVapiRest(api_key="vk-bench")
+
+    @asynccontextmanager
+    async def open_socket(url: str) -> AsyncIterator[Any]:
+        ours, theirs = websocket_pair() if sockets else memory_socket_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_echo, theirs)
+            yield ours
+            nursery.cancel_scope.cancel()
+
+    return VapiBackend(rest=VapiRest("vk-bench", base_url="http://vapi.local",
+                                     transport=rest.transport()),
+                       assistant_id="bench", audio=audio, open_socket=open_socket)
+
+
+async def _echo(socket: Any) -> None:
+    while (message := await socket.receive()) is not None:
+        if isinstance(message, bytes):
+            await socket.send(message)
+
+
 def websocket_pair() -> tuple[WebSocket, WebSocket]:
     """Two ends of a WebSocket over a socket pair: (client, server)."""
     from callbridge._websocket import WebSocket
@@ -115,8 +149,8 @@ def websocket_pair() -> tuple[WebSocket, WebSocket]:
             WebSocket(Wire(trio.SocketStream(b)), client=False))
 
 
-async def measure(frames: int, lag: int, sockets: bool = False, watch: Watch | None = None
-                  ) -> tuple[float, str, int]:
+async def measure(frames: int, lag: int, sockets: bool = False, watch: Watch | None = None,
+                  platform: str = "openai") -> tuple[float, str, int]:
     if sockets:
         twilio, bridge_end = websocket_pair()
     else:
@@ -126,16 +160,21 @@ async def measure(frames: int, lag: int, sockets: bool = False, watch: Watch | N
                          "media": {"track": "inbound", "chunk": str(i + 1),
                                    "timestamp": str(i * 20), "payload": payload}})
              for i in range(frames)]
-    echoed = 0
+    echoed = heard = 0
     all_back = trio.Event()
+    # a PCM platform's resamplers hold up to 120 ms each way (soxr works in blocks,
+    # docs/audio.md): the caller may run that far ahead, and the last of it stays held
+    held = 0 if platform in ("openai", "vapi-mulaw") else 12
+    lag, back = lag + held, frames - held
 
     async def hear() -> None:
-        nonlocal echoed
+        nonlocal echoed, heard
         while (text := await twilio.receive()) is not None:
             message = json.loads(text)
-            if message["event"] == "media":
-                echoed += len(base64.b64decode(message["media"]["payload"])) // len(FRAME)
-                if echoed >= frames:
+            if message["event"] == "media":  # (transcoded audio comes in any sizes)
+                heard += len(base64.b64decode(message["media"]["payload"]))
+                echoed = heard // len(FRAME)
+                if echoed >= back:
                     all_back.set()
             elif message["event"] == "mark":
                 await twilio.send(text)  # played at once
@@ -155,7 +194,10 @@ async def measure(frames: int, lag: int, sockets: bool = False, watch: Watch | N
             await twilio.aclose()
             nursery.cancel_scope.cancel()
 
-    backend = SocketEchoModel() if sockets else EchoModel()
+    backend: Any = SocketEchoModel() if sockets else EchoModel()
+    if platform != "openai":
+        backend = pcm_echo(sockets, VapiAudioFormat.mulaw() if platform == "vapi-mulaw"
+                           else VapiAudioFormat())
     began = time.process_time()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(talk)
@@ -186,6 +228,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs; each is reported")
     parser.add_argument("--sockets", action="store_true",
                         help="both peers behind socket pairs, over callbridge's WebSocket")
+    parser.add_argument("--backend", nargs="+", default=["openai"],
+                        choices=["openai", "vapi", "vapi-mulaw"],
+                        help="the echo's protocol: OpenAI's events, or a PCM platform's "
+                        "socket (VAPI's: 16-bit PCM at 16 kHz, transcoded both ways, or "
+                        "μ-law); several: each in turn, every round (back to back)")
     parser.add_argument("--keep", nargs="+", default=["nothing"],
                         choices=["nothing", "record", "metrics", "all"],
                         help="what the service keeps of the call: nothing (run_call alone), "
@@ -194,10 +241,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as record_dir:
         for _ in range(args.repeat):
-            for keep in args.keep:
+            for backend, keep in itertools.product(args.backend, args.keep):
                 cpu, reason, chunks = trio.run(measure, args.frames, args.lag, args.sockets,
-                                               watch_for(keep, record_dir))
-                print(f"{args.frames} frames each way, keeping {keep}: "
+                                               watch_for(keep, record_dir), backend)
+                print(f"{args.frames} frames each way, {backend}, keeping {keep}: "
                       f"{cpu / args.frames * 1e6:.1f} µs CPU per frame (both ways, peers "
                       f"included); {reason}, {chunks} media messages to Twilio")
 

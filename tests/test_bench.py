@@ -97,10 +97,12 @@ def test_quick_compare_writes_the_ratio_table(tmp_path: Path) -> None:
 def test_the_in_process_bench_runs_and_every_frame_comes_back() -> None:
     proc = subprocess.run(
         [sys.executable, str(BENCH.with_name("inprocess.py")), "--frames", "300",
-         "--repeat", "1", "--keep", "nothing", "all"],
+         "--repeat", "1", "--keep", "nothing", "all", "--backend", "openai", "vapi"],
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    bare, kept = proc.stdout.splitlines()
-    assert bare.startswith("300 frames each way, keeping nothing: ") and "caller_hangup" in bare
-    assert kept.startswith("300 frames each way, keeping all: ") and "caller_hangup" in kept
+    lines = proc.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        f"300 frames each way, {backend}, keeping {keep}"
+        for backend in ("openai", "vapi") for keep in ("nothing", "all")]
+    assert all("caller_hangup" in line for line in lines), lines

@@ -123,9 +123,8 @@ class Bridge:
         self.playback = Playback(auto_cancel=agent is None or agent.auto_cancel,
                                  mark_bytes=limits.mark_ms * bytes_per_ms,
                                  bytes_per_ms=bytes_per_ms)
-        self._on_event = on_event
-        self._authorize = authorize
-        self._handle = handle
+        self._on_event, self._authorize, self._handle = on_event, authorize, handle
+        self.truncates = True  # the model can be told what was heard (`model_connected`)
         self.on_raw = on_raw  # (settable: `Call.watch_raw`)
         #: sees each caller frame taken: payload, Twilio's timestamp, now (a recording)
         self.on_caller_audio: Callable[[str, int | None, float], None] | None = None
@@ -360,11 +359,12 @@ class Bridge:
 
     # --- from the model ----------------------------------------------------------------
 
-    def model_connected(self, now: float, why: str = "") -> None:
-        """A model connection opened (the first or a new one: `why`, for `ModelConnected`)."""
+    def model_connected(self, now: float, why: str = "", *, truncates: bool = True) -> None:
+        """A model connection opened (`why`, for `ModelConnected`); `truncates`: it can be."""
         agent = self.agent
         assert agent is not None, "model_connected() before the agent is known"
         self.stats.model_connections += 1
+        self.truncates = truncates
         self.inbound.connected()  # what the old connection did not finish sending
         queued, self._control = self._control, deque()  # what waited (e.g. keypresses)
         self._control.append(agent.session_update(self.context))
@@ -470,7 +470,7 @@ class Bridge:
         self._control.extendleft(reversed(decision.events))  # ahead of the caller audio
         if decision.cancel is not None:
             self._emit(ev.Cancel, now, response_id=decision.cancel.response_id)
-        if decision.truncate is not None:
+        if decision.truncate is not None and self.truncates:
             self.stats.truncations += 1
             self.history.truncated(decision.truncate.item_id, decision.truncate.audio_end_ms,
                                    decision.produced_ms or 0)

@@ -143,7 +143,8 @@ class ModelLoop:
         with trio.CancelScope(deadline=trio.current_time() + max(within, 0.0)) as scope:
             async with self._backend.connect(model_name) as model:
                 scope.deadline = math.inf
-                bridge.model_connected(trio.current_time(), why)
+                bridge.model_connected(trio.current_time(), why,
+                                       truncates=getattr(model, "truncates", True))
                 self._wake()
                 async with trio.open_nursery() as link:
                     self._model_link = link.cancel_scope

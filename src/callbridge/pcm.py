@@ -116,6 +116,10 @@ class PcmConnection(SocketLiveness):
     """A `RealtimeConnection` over a PCM platform's WebSocket `socket` (see the module
     docstring). `encoding` is `pcm_s16le` at `rate` Hz, or `mulaw` at 8000."""
 
+    #: the platform cannot be told what the caller heard (the bridge counts no
+    #: truncation, and its records cut the agent's words by what was played)
+    truncates = False
+
     def __init__(self, socket: PlatformSocket, *, controls: PcmControls,
                  encoding: str = "pcm_s16le", rate: int = 16000) -> None:
         if encoding not in ("pcm_s16le", "mulaw") or (encoding == "mulaw" and rate != 8000):
