@@ -162,8 +162,9 @@ async def measure(frames: int, lag: int, sockets: bool = False, watch: Watch | N
              for i in range(frames)]
     echoed = heard = 0
     all_back = trio.Event()
-    # a PCM platform's resamplers hold up to 120 ms each way (soxr works in blocks,
-    # docs/audio.md): the caller may run that far ahead, and the last of it stays held
+    # a PCM platform's resamplers hold up to 60 ms each way (soxr works in blocks,
+    # docs/audio.md; 120 ms with libsoxr's own block sizes): the caller may run that
+    # far ahead, and the last of it stays held
     held = 0 if platform in ("openai", "vapi-mulaw") else 12
     lag, back = lag + held, frames - held
 

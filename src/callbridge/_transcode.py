@@ -31,11 +31,11 @@ only just does, and at 24 kHz VHQ holds twice as much audio back (160 ms) as HQ.
 3.4 kHz going up. LQ loses 7.9 dB at 3.4 kHz.
 
 Latency: libsoxr filters in blocks (by FFT), so the stream gives out nothing for the
-first blocks and then a block at a time. Fed 20 ms frames, HQ holds back 120 ms at
-most and 64 ms on average (8 <-> 16 kHz; 80 and 43 ms for 8 <-> 24 kHz) beyond the
-frame itself: the first output comes after the sixth frame (the fourth at 24 kHz),
-then 60-100 ms at a time. `flush` gives out what is held at the end of a stream (the
-end of a response) and readies the converter for the next one.
+first blocks and then a block at a time. With its default block sizes, fed 20 ms
+frames, HQ holds back 120 ms at most (8 <-> 16 kHz; 80 ms for 8 <-> 24 kHz) beyond the
+frame itself; with the smaller blocks set below, half that (docs/audio.md). `flush`
+gives out what is held at the end of a stream (the end of a response) and readies the
+converter for the next one.
 
 soxr runs in float32 here, not int16: libsoxr dithers int16 output with random noise
 (measured: the same input through two int16 streams gives different samples). The float path is
@@ -46,11 +46,19 @@ clip to int16 ourselves.
 from __future__ import annotations
 
 import functools
+import os
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 import soxr
+
+# libsoxr reads these (log2 of its FFT block sizes) when a resampler is made: at 8 its
+# blocks are half the default's, so it holds back half as much audio (60 ms at most
+# at 8 <-> 16 kHz, not 120) at the same quality and cost (measured: docs/audio.md). A
+# value the process already has wins.
+os.environ.setdefault("SOXR_MIN_DFT_SIZE", "8")
+os.environ.setdefault("SOXR_LARGE_DFT_SIZE", "8")
 
 from . import _mulaw
 
