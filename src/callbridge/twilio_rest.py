@@ -40,6 +40,7 @@ from .config import ConfigError, _url
 
 __all__ = [
     "DEFAULT_API_URL",
+    "HttpApi",
     "TwilioCredentials",
     "TwilioRest",
     "TwilioRestError",
@@ -203,7 +204,24 @@ class TwilioTransportError(TwilioRestError):
     is httpx's error). `status` is None."""
 
 
-class TwilioRest:
+class HttpApi:
+    """A REST API client's httpx client, closed with it (`async with`, or `aclose`)."""
+
+    _client: httpx.AsyncClient
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc_value: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        await self.aclose()
+
+
+class TwilioRest(HttpApi):
     """An async client for Twilio's Calls resource, on httpx (so on trio).
 
     One instance serves any number of concurrent calls and keeps its connections
@@ -250,16 +268,6 @@ class TwilioRest:
             return None
         return cls(credentials, base_url=base_url, transport=transport)
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc_value: BaseException | None,
-                        traceback: TracebackType | None) -> None:
-        await self.aclose()
 
     # -- operations ---------------------------------------------------------------
 

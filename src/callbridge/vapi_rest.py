@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
@@ -29,7 +28,7 @@ import httpx
 
 from . import __version__
 from .config import ConfigError, _url
-from .twilio_rest import _environ
+from .twilio_rest import HttpApi, _environ
 
 __all__ = ["DEFAULT_API_URL", "VapiAudioFormat", "VapiCall", "VapiError", "VapiRest"]
 
@@ -135,7 +134,7 @@ class VapiError(Exception):
         return cls(action, response.status_code, fallback)
 
 
-class VapiRest:
+class VapiRest(HttpApi):
     """An async client for VAPI's `POST /call`, on httpx (so on trio).
 
     `timeout` bounds each phase of a request (connect, write, read) in seconds;
@@ -177,16 +176,6 @@ class VapiRest:
             raise ConfigError("VAPI_API_KEY: expected one token, without spaces")
         return cls(key, base_url=base_url, transport=transport)
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc_value: BaseException | None,
-                        traceback: TracebackType | None) -> None:
-        await self.aclose()
 
     async def create_websocket_call(self, assistant_id: str, audio: VapiAudioFormat, *,
                                     metadata: Mapping[str, str] | None = None) -> VapiCall:
