@@ -16,6 +16,7 @@ import trio
 import trio.testing
 
 from callbridge import Agent, CallLimits, EndReason, run_call
+from callbridge import events as ev
 from callbridge import twilio as tw
 from callbridge.backend import RealtimeConnection
 from callbridge.local import (
@@ -90,7 +91,8 @@ async def test_barge_in_clears_at_once_and_the_cut_audio_never_plays(
         autojump_clock: trio.testing.MockClock, kind: str) -> None:
     model = LocalRealtimeServer(default_reply_ms=4000, speedup=1.25)
     caller = TwilioCaller(utterances=[Utterance(at=1.5, duration=0.5)], hangup_at=6.0)
-    result = await call(caller, platform(kind, model))
+    seen: list[ev.CallEvent] = []
+    result = await call(caller, platform(kind, model), on_event=seen.append)
     assert result.reason is EndReason.CALLER_HANGUP
     assert caller.violations == []
     [speech_started] = model_times(model, "input_audio_buffer.speech_started")
@@ -99,6 +101,12 @@ async def test_barge_in_clears_at_once_and_the_cut_audio_never_plays(
     assert result.stats.barge_ins == 1
     # a PCM platform cannot be told what was heard: no truncation is sent or counted
     assert result.stats.truncations == (1 if kind == "openai" else 0)
+    # when the caller started: exact by the model's input clock less its VAD's padding;
+    # a PCM platform's message tells no position: where the caller's audio was then
+    [started] = [e for e in seen if isinstance(e, ev.SpeechStarted)]
+    assert started.caller_at is not None and caller.t0 is not None
+    began = started.caller_at - caller.t0
+    assert abs(began - 1.5) <= 0.02 if kind == "openai" else 1.5 <= began <= 1.5 + 0.2
     # the greeting heard up to the clear, and nothing of it after: the next audio is
     # the answer, once the model has started it
     answer = model_times(model, "response.created")[1]

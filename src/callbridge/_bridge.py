@@ -96,12 +96,11 @@ class Bridge:
     """The state and decisions of one call; see the module docstring.
 
     `now` and `wall` are the call clock and Unix time at the same instant (the call's
-    start); events carry both. `on_event`, when given, is called synchronously with
-    each `CallEvent`; without it no event object is made. `authorize` is called with
-    Twilio's `start`; raising `CallRefused` ends the call as `refused`. `agent` may
-    be None when it is chosen per call, after `start` (`use_agent`). `handle` is
-    what `Agent.on_dtmf` gets as the call (the trio layer's live `Call`). `on_raw`,
-    when given, sees every message as it arrived (`events.Raw`).
+    start); events carry both. `on_event`, when given, is called synchronously with each
+    `CallEvent`; without it no event object is made. `authorize` is called with Twilio's
+    `start`; raising `CallRefused` ends the call as `refused`. `agent` may be None when
+    it is chosen per call, after `start` (`use_agent`). `handle` is what `Agent.on_dtmf`
+    gets as the call (the live `Call`). `on_raw` sees every message as it arrived.
     """
 
     def __init__(
@@ -125,8 +124,8 @@ class Bridge:
                                  bytes_per_ms=bytes_per_ms)
         self._on_event, self._authorize, self._handle = on_event, authorize, handle
         self.truncates = True  # the model can be told what was heard (`model_connected`)
-        self.on_raw = on_raw  # (settable: `Call.watch_raw`)
-        #: sees each caller frame taken: payload, Twilio's timestamp, now (a recording)
+        self._vad: rt.TurnDetection | None = None  # the model's VAD, when not the agent's
+        self.on_raw = on_raw  # (settable: `Call.watch_raw`; `Call.watch_caller_audio`:)
         self.on_caller_audio: Callable[[str, int | None, float], None] | None = None
         self._clock_offset = wall - now
         #: Twilio's `start`, once it arrived and was authorized, and what it says
@@ -359,12 +358,13 @@ class Bridge:
 
     # --- from the model ----------------------------------------------------------------
 
-    def model_connected(self, now: float, why: str = "", *, truncates: bool = True) -> None:
-        """A model connection opened (`why`, for `ModelConnected`); `truncates`: it can be."""
+    def model_connected(self, now: float, why: str = "", *, truncates: bool = True,
+                        vad: rt.TurnDetection | None = None) -> None:
+        """A model connection opened (`why`); `truncates`, `vad`: as `pcm.PcmConnection`."""
         agent = self.agent
         assert agent is not None, "model_connected() before the agent is known"
         self.stats.model_connections += 1
-        self.truncates = truncates
+        self.truncates, self._vad = truncates, vad
         self.inbound.connected()  # what the old connection did not finish sending
         queued, self._control = self._control, deque()  # what waited (e.g. keypresses)
         self._control.append(agent.session_update(self.context))
@@ -442,7 +442,7 @@ class Bridge:
 
     def _spoke(self, audio_ms: int, *, start: bool) -> float | None:
         """When the caller's speech began or ended, on the call clock (events' `caller_at`)."""
-        vad = (self.agent or Agent()).turn_detection
+        vad = self._vad or (self.agent or Agent()).turn_detection
         return self.inbound.clock(vad.speech_edge(audio_ms, start=start))
 
     def _audio_delta(self, event: rt.OutputAudioDelta, now: float) -> None:

@@ -144,7 +144,8 @@ class ModelLoop:
             async with self._backend.connect(model_name) as model:
                 scope.deadline = math.inf
                 bridge.model_connected(trio.current_time(), why,
-                                       truncates=getattr(model, "truncates", True))
+                                       truncates=getattr(model, "truncates", True),
+                                       vad=getattr(model, "turn_detection", None))
                 self._wake()
                 async with trio.open_nursery() as link:
                     self._model_link = link.cancel_scope

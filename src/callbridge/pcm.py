@@ -119,6 +119,9 @@ class PcmConnection(SocketLiveness):
     #: the platform cannot be told what the caller heard (the bridge counts no
     #: truncation, and its records cut the agent's words by what was played)
     truncates = False
+    #: its VAD is its own, and says no audio positions: a `speech_started` is where
+    #: the caller's audio was when its message came (no padding to take off)
+    turn_detection = rt.TurnDetection(type="platform")
 
     def __init__(self, socket: PlatformSocket, *, controls: PcmControls,
                  encoding: str = "pcm_s16le", rate: int = 16000) -> None:
