@@ -14,7 +14,7 @@ import pytest
 import trio
 from prometheus_client import CollectorRegistry
 
-from callbridge import Agent
+from callbridge import Agent, _recording
 from callbridge._demo import CALLER_LINES, KEYPRESSES, run_demo
 from callbridge._history import cut_text, heard_share
 from callbridge._logs import CallFilter
@@ -45,8 +45,15 @@ def sounding_ms(samples: list[int], start_ms: int, end_ms: int) -> int:
                if any(abs(s) > 8 for s in samples[ms * 8:(ms + 1) * 8]))
 
 
+@pytest.mark.parametrize("spool_s", [None, 2.0], ids=["in-memory", "spooled"])
 async def test_one_call_one_story(autojump_clock: object, tmp_path: Path,
-                                  caplog: pytest.LogCaptureFixture) -> None:
+                                  caplog: pytest.LogCaptureFixture,
+                                  monkeypatch: pytest.MonkeyPatch, spool_s: float | None) -> None:
+    """(`spooled`: the recording's settled audio goes to disk every 2 s of call, as it
+    does every 30 s in a long call, and the WAV is the same.)"""
+    if spool_s is not None:
+        monkeypatch.setattr(_recording, "SPOOL_S", spool_s)
+        monkeypatch.setattr(_recording, "SETTLE_S", 3.0)
     caplog.set_level(logging.INFO, logger="callbridge")
     db = str(tmp_path / "calls.db")
     settings = Settings(db=db, record_dir=tmp_path / "recordings")
@@ -97,6 +104,7 @@ async def test_one_call_one_story(autojump_clock: object, tmp_path: Path,
     # (the demo's latencies, per agent turn: the second answers the caller's first line)
     assert abs(record.response_latency_ms[0] - report.response_latencies[1] * 1000) <= FRAME_MS
 
+    assert not list((tmp_path / "recordings").glob(".spool-*"))  # (spooled, then gone)
     # the recording: the agent's channel goes silent at the barge-in, and holds as much
     # agent audio as the caller's phone played, turn by turn
     assert record.recording is not None

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import uuid
 from typing import TYPE_CHECKING
 
 import attrs
@@ -34,7 +35,7 @@ import trio
 
 from . import events as ev
 from ._calldata import CallLimits, CallStats
-from ._recording import Recording
+from ._recording import Recording, Spool
 from .events import EndReason
 from .records import CallRecord, RecordBuilder
 
@@ -125,8 +126,10 @@ async def run_watched(watch: Watch, socket: MessageSocket, *, agent: Agent,
     seen = watch.call()
     call = Call(socket, agent=agent, backend=backend, limits=limits or CallLimits(),
                 on_event=seen.on_event, authorize=None, twilio=twilio)
-    seen.attach(call)
-    return await seen.finish(await call._run(trio.TASK_STATUS_IGNORED))
+    async with trio.open_nursery() as nursery:
+        seen.attach(call, nursery)
+        result = await call._run(trio.TASK_STATUS_IGNORED)
+    return await seen.finish(result)
 
 
 @functools.cache
@@ -149,16 +152,29 @@ class CallWatch:
         self.recording = Recording(began) if record_dir is not None else None
         #: the live call (`attach`), for its raw-message and caller-audio hooks
         self.call: Call | None = None
+        self.spool: Spool | None = None  # where the recording's settled audio goes
         self.debug = False
         if self.metrics is not None:
             self.metrics.call_started()
 
-    def attach(self, call: Call) -> None:
+    def attach(self, call: Call, nursery: trio.Nursery | None = None) -> None:
         """The call this watch keeps, before it runs: its caller audio goes to the
-        recording."""
+        recording, whose settled audio is spooled to disk by a task in `nursery` (the
+        call's: it ends with the call; without one the recording stays in memory)."""
         self.call = call
-        if self.recording is not None:
-            call.watch_caller_audio(self.recording.caller_frame)
+        recording, record_dir = self.recording, self._watch.settings.record_dir
+        if recording is not None:
+            call.watch_caller_audio(self._caller_audio)
+            if nursery is not None and record_dir is not None:
+                self.spool = Spool(record_dir / f".spool-{uuid.uuid4().hex}")
+                nursery.start_soon(self.spool.run)
+
+    def _caller_audio(self, payload: str, timestamp: int | None, at: float) -> None:
+        recording = self.recording
+        assert recording is not None
+        recording.caller_frame(payload, timestamp, at)
+        if self.spool is not None and (chunk := recording.settled(at)) is not None:
+            self.spool.put(chunk)
 
     def on_event(self, event: ev.CallEvent) -> None:
         builder, metrics, recording = self.builder, self.metrics, self.recording
@@ -174,6 +190,8 @@ class CallWatch:
             return
         reactions = len(builder.reactions)
         builder.event(event)
+        if type(event) is ev.End and self.spool is not None:
+            self.spool.close()  # the call is over: what is spooled is all there is
         if type(event) is ev.Clear:
             if recording is not None:
                 recording.clear(event.at)
@@ -209,7 +227,9 @@ class CallWatch:
         frames_log.info("%s> %s", raw.source, text)
 
     def failed(self) -> None:
-        """The call raised (a bug): it is over, with no result."""
+        """The call raised (a bug): it is over, with no result (nor recording)."""
+        if self.spool is not None:
+            self.spool.path.unlink(missing_ok=True)
         if self.metrics is not None:
             call = self.call
             self.metrics.call_ended("error", call.stats if call is not None else CallStats())
@@ -222,12 +242,15 @@ class CallWatch:
         record_dir = self._watch.settings.record_dir
         if recording is not None and record_dir is not None and result.stream_sid:
             path = record_dir.absolute() / f"{result.call_sid}-{result.stream_sid}.wav"
+            spooled = self.spool.path if self.spool is not None and recording.spooled else None
             try:
-                await trio.to_thread.run_sync(recording.write, path)
+                await trio.to_thread.run_sync(recording.write, path, spooled)
             except OSError as exc:
                 log.error("call %s: its recording could not be written to %s: %s",  # noqa: TRY400
                           result.call_sid, path, exc)
                 path = None
+            if spooled is not None:
+                await trio.to_thread.run_sync(functools.partial(spooled.unlink, missing_ok=True))
         call = self.call
         if call is not None and call.agent is not None:
             self.builder.agent = call.agent.name

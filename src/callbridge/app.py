@@ -279,9 +279,9 @@ class CallbridgeApp(QuartTrio):
                         limits=self.call_limits, on_event=watch.on_event,
                         authorize=guard.authorize if guard else None,
                         twilio=self.twilio_rest, service_url=self.public_base(headers))
-            watch.attach(call)
             try:
                 async with trio.open_nursery() as nursery:
+                    watch.attach(call, nursery)
                     await nursery.start(call._run)
                     self._admitting -= 1
                     admitted = True
