@@ -5,7 +5,9 @@ ground truth: what the caller's phone played, what the model was told)."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 import wave
 from functools import partial
 from pathlib import Path
@@ -227,3 +229,14 @@ async def test_a_stalled_store_never_holds_a_call(autojump_clock: object) -> Non
         await writer.settled()
         keeper.cancel_scope.cancel()
     assert sink.saved == ended[:3]
+
+
+async def test_the_spools_a_killed_process_left_are_swept_at_startup(tmp_path: Path) -> None:
+    old, live = tmp_path / ".spool-old", tmp_path / ".spool-live"
+    for spool in (old, live):
+        spool.write_bytes(b"\xff" * 16)
+    a_day_ago = time.time() - 25 * 3600
+    os.utime(old, (a_day_ago, a_day_ago))
+    async with trio.open_nursery() as nursery:
+        await Watch(Settings(record_dir=tmp_path)).start(nursery)
+    assert not old.exists() and live.exists()  # (a live call's, in another worker)

@@ -28,6 +28,7 @@ import functools
 import logging
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
@@ -106,9 +107,12 @@ class Watch:
 
     async def start(self, nursery: trio.Nursery) -> None:
         """Run the record writer in `nursery` (the service's), once its store is open
-        (one that cannot be opened fails here: the service does not start)."""
+        (one that cannot be opened fails here: the service does not start); remove
+        the recording spools a killed process left behind."""
         if self.writer is not None:
             await nursery.start(self.writer.run)
+        if self.settings.record_dir is not None:
+            await trio.to_thread.run_sync(_sweep_spools, self.settings.record_dir)
 
     def call(self, began: float | None = None, wall: float | None = None) -> CallWatch:
         """A call's watch; `began` and `wall`: when it began (now by default)."""
@@ -130,6 +134,21 @@ async def run_watched(watch: Watch, socket: MessageSocket, *, agent: Agent,
         seen.attach(call, nursery)
         result = await call._run(trio.TASK_STATUS_IGNORED)
     return await seen.finish(result)
+
+
+#: a spool this old is no call's (calls last `CallLimits.max_call_s`, 2 h by default)
+STALE_SPOOL_S = 24 * 3600
+
+
+def _sweep_spools(record_dir: Path) -> None:
+    """Remove the spools of calls whose process was killed before writing their WAV."""
+    for spool in record_dir.glob(".spool-*"):
+        try:
+            if time.time() - spool.stat().st_mtime > STALE_SPOOL_S:
+                spool.unlink()
+                log.info("removed %s, the spool of a call that never finished", spool)
+        except OSError:
+            pass  # (gone meanwhile: another worker swept it)
 
 
 @functools.cache
