@@ -17,7 +17,7 @@ longer change (a `clear` only cuts audio still to play, which a busy Twilio queu
 holds for seconds at most), and once `SPOOL_S` of it has gathered, `settled` hands it
 over, interleaved, for a `Spool` to append to a file in a worker thread. `write`
 (blocking: in a thread, once the call is over) decodes the spooled audio and the rest
-to 16-bit PCM and writes the WAV with the standard library's `wave`.
+to 16-bit PCM (`_transcode.mulaw_to_pcm16`) and writes the WAV with the standard library's `wave`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import trio
 
-from ._mulaw import decode
+from ._transcode import mulaw_to_pcm16
 
 __all__ = ["Recording", "Spool"]
 
@@ -42,10 +42,6 @@ SPOOL_S = 30.0
 #: what `write` reads of a spool at a time (bytes of interleaved μ-law: ~16 s)
 READ_BYTES = 1 << 18
 _SILENCE = 0xFF  # μ-law's zero
-# μ-law byte -> the low and the high byte of its 16-bit little-endian sample, as
-# `bytes.translate` tables: a channel decodes at C speed, a byte at a time
-_LOW = bytes(sample & 0xFF for sample in decode(bytes(range(256))))
-_HIGH = bytes((sample >> 8) & 0xFF for sample in decode(bytes(range(256))))
 
 
 class Recording:
@@ -102,9 +98,9 @@ class Recording:
             if spool is not None:
                 with spool.open("rb") as spooled:
                     while block := spooled.read(READ_BYTES):
-                        out.writeframes(_pcm(block))
+                        out.writeframes(mulaw_to_pcm16(block))  # (byte by byte: stereo too)
             frames = max(len(self.caller), len(self.agent))
-            out.writeframes(_pcm(_interleaved(self.caller, self.agent, frames)))
+            out.writeframes(mulaw_to_pcm16(_interleaved(self.caller, self.agent, frames)))
 
 
 class Spool:
@@ -139,14 +135,6 @@ def _interleaved(caller: bytes | bytearray, agent: bytes | bytearray, frames: in
     stereo[0::2] = bytes(caller).ljust(frames, b"\xff")
     stereo[1::2] = bytes(agent).ljust(frames, b"\xff")
     return bytes(stereo)
-
-
-def _pcm(stereo: bytes) -> bytes:
-    """Interleaved μ-law -> interleaved 16-bit little-endian PCM."""
-    pcm = bytearray(2 * len(stereo))
-    pcm[0::2] = stereo.translate(_LOW)
-    pcm[1::2] = stereo.translate(_HIGH)
-    return bytes(pcm)
 
 
 def _audio(payload: str) -> bytes:

@@ -172,7 +172,6 @@ class CallWatch:
         #: the live call (`attach`), for its raw-message and caller-audio hooks
         self.call: Call | None = None
         self.spool: Spool | None = None  # where the recording's settled audio goes
-        self.debug = False
         if self.metrics is not None:
             self.metrics.call_started()
 
@@ -230,7 +229,6 @@ class CallWatch:
     def _started(self, start: ev.Start) -> None:
         flag = start.custom_parameters.get(DEBUG_PARAMETER, "").strip().lower()
         if start.call_sid in self._watch.settings.debug_calls or flag in ("1", "true", "yes"):
-            self.debug = True
             frames_log.info("call %s: logging its frames (stream %s, parameters %s)",
                             start.call_sid, start.stream_sid, dict(start.custom_parameters),
                             extra={"call_sid": start.call_sid, "stream_sid": start.stream_sid})

@@ -13,6 +13,7 @@ import struct
 from pathlib import Path
 
 from .. import _mulaw
+from .._transcode import mulaw_to_pcm16
 
 __all__ = ["RATE", "read_wav", "write_wav"]
 
@@ -68,8 +69,7 @@ def read_wav(path: str | Path) -> bytes:
 
 def write_wav(path: str | Path, audio: bytes) -> None:
     """Write μ-law 8 kHz mono `audio` as a 16-bit PCM WAV file."""
-    samples = _mulaw.decode(audio)
-    frames = struct.pack(f"<{len(samples)}h", *samples)
+    frames = mulaw_to_pcm16(audio)
     header = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(frames), b"WAVE", b"fmt ", 16,
                          _PCM, 1, RATE, RATE * 2, 2, 16, b"data", len(frames))
     Path(path).write_bytes(header + frames)
